@@ -1,0 +1,36 @@
+# make setup: build .venv from nothing (idempotent). make demo / make test run it first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision tested together here; the CPU torch wheel on disk must never be picked
+# (PyPI's torchvision cannot run its ops beside it).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEMO_ROOT ?= datasets/synthetic
+DEMO_OUT ?= output/demo
+
+.PHONY: setup test demo clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: setup.py Makefile tools/install_detectron2.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install --quiet -e '.[test]' $(TORCH_PINS)
+	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; \
+	  nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5); \
+	  import cxr_det; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) tools/make_synthetic.py --format reflacx --out $(DEMO_ROOT) --images 120 --seed 0
+	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/train_net.py --config-file configs/demo/faster_rcnn_R18_FPN_reflacx_synthetic.yaml \
+	  OUTPUT_DIR $(DEMO_OUT)
+	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/visualize_predictions.py --config-file configs/demo/faster_rcnn_R18_FPN_reflacx_synthetic.yaml \
+	  --input $(DEMO_OUT)/inference/coco_instances_results.json --output $(DEMO_OUT)/predictions
+
+clean:
+	rm -rf $(VENV) output

@@ -1,0 +1,46 @@
+"""Config keys of cxr_det, all under ``cfg.CXR`` (see :func:`add_cxr_config`)."""
+from detectron2.config import CfgNode as CN
+
+from cxr_det.data.datasets.labels import MDF_NET_CLASSES, VINDR_KAGGLE_CLASSES
+
+
+def add_cxr_config(cfg):
+    """Add cxr_det's keys to a detectron2 config; call before ``merge_from_file``."""
+    _C = cfg
+    _C.CXR = CN()
+    # Root holding reflacx/, mimic-cxr-jpg/, vindr-cxr/ ... as shipped. Empty: $CXR_DATASETS, else ./datasets.
+    _C.CXR.DATASET_ROOT = ""
+
+    _C.CXR.REFLACX = CN()
+    # Lesion labels to detect (phase-2/3 names; phase-1 names are mapped). ["all"]: every lesion label.
+    _C.CXR.REFLACX.CLASSES = list(MDF_NET_CLASSES)
+    # "reading": a record per reading; "pooled": a record per image with every reader's
+    # ellipses (MDF-Net); "fused": a record per image, overlapping same-class ellipses merged.
+    _C.CXR.REFLACX.READERS = "pooled"
+    # In "fused" mode, same-class ellipses of different readings whose boxes overlap by at
+    # least this IoU are merged into one.
+    _C.CXR.REFLACX.FUSE_IOU = 0.3
+    # Keep ellipses whose certainty (1..5) is at least this; 0 keeps all.
+    _C.CXR.REFLACX.MIN_CERTAINTY = 0
+    # Drop readings whose eye-tracking data was discarded (their ellipses are valid).
+    _C.CXR.REFLACX.DROP_DISCARDED_EYE_TRACKING = False
+    # Image source: "jpg" (MIMIC-CXR-JPG), "dicom" (MIMIC-CXR), "auto" (JPG if present, else DICOM).
+    _C.CXR.REFLACX.IMAGE_SOURCE = "auto"
+
+    _C.CXR.VINDR = CN()
+    # Lesion classes (VinDr class names); default the 14 Kaggle lesion classes.
+    _C.CXR.VINDR.CLASSES = list(VINDR_KAGGLE_CLASSES)
+    # "all": every radiologist's boxes; "fused": weighted boxes fusion per class; or one rad_id, e.g. "R9".
+    _C.CXR.VINDR.READERS = "all"
+    # IoU above which boxes of the same class are fused in "fused" mode.
+    _C.CXR.VINDR.FUSE_IOU = 0.5
+    # Folder written by tools/prepare_vindr.py (8-bit PNGs and their scales); empty: decode the DICOMs.
+    _C.CXR.VINDR.IMAGE_CACHE = ""
+    # Fraction of the labelled training images held out as "val" (by a hash of image_id).
+    _C.CXR.VINDR.VAL_FRACTION = 0.2
+
+    _C.CXR.INPUT = CN()
+    # albumentations transforms applied in training after reading the image, before
+    # detectron2's augmentations: a list of {"name": <albumentations class>, <kwarg>: value}.
+    _C.CXR.INPUT.ALBUMENTATIONS = []
+    return cfg

@@ -1,0 +1,121 @@
+"""Label vocabularies of the chest X-ray datasets, as their owners name them."""
+
+# REFLACX phase 1 label columns (metadata and ellipse CSVs of phase 1).
+REFLACX_PHASE1_LABELS = (
+    "Airway wall thickening",
+    "Atelectasis",
+    "Consolidation",
+    "Emphysema",
+    "Enlarged cardiac silhouette",
+    "Fibrosis",
+    "Fracture",
+    "Groundglass opacity",
+    "Mass",
+    "Nodule",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary edema",
+    "Quality issue",
+    "Support devices",
+    "Wide mediastinum",
+    "Other",
+)
+
+# REFLACX phases 2 and 3 label columns.
+REFLACX_LABELS = (
+    "Abnormal mediastinal contour",
+    "Acute fracture",
+    "Atelectasis",
+    "Consolidation",
+    "Enlarged cardiac silhouette",
+    "Enlarged hilum",
+    "Groundglass opacity",
+    "Hiatal hernia",
+    "High lung volume / emphysema",
+    "Interstitial lung disease",
+    "Lung nodule or mass",
+    "Pleural abnormality",
+    "Pneumothorax",
+    "Pulmonary edema",
+    "Support devices",
+    "Other",
+)
+
+# The REFLACX authors' mapping of phase-1 names onto phase-2/3 names (others are unchanged).
+REFLACX_PHASE1_TO_LABEL = {
+    "Pleural effusion": "Pleural abnormality",
+    "Pleural thickening": "Pleural abnormality",
+    "Mass": "Lung nodule or mass",
+    "Nodule": "Lung nodule or mass",
+    "Fracture": "Acute fracture",
+    "Wide mediastinum": "Abnormal mediastinal contour",
+    "Emphysema": "High lung volume / emphysema",
+}
+
+# Labels that are not lesions to localise.
+REFLACX_NON_LESION_LABELS = ("Support devices", "Quality issue", "Other")
+
+# Every REFLACX lesion label (phase-2/3 names): the class set "all".
+REFLACX_LESION_LABELS = tuple(l for l in REFLACX_LABELS if l not in REFLACX_NON_LESION_LABELS)
+
+# The 5 classes of MDF-Net (REFLACX + MIMIC-IV-ED).
+MDF_NET_CLASSES = (
+    "Enlarged cardiac silhouette",
+    "Atelectasis",
+    "Pleural abnormality",
+    "Consolidation",
+    "Pulmonary edema",
+)
+
+# VinDr-CXR Kaggle (VinBigData) class_id 0..13; 14 is "No finding".
+VINDR_KAGGLE_CLASSES = (
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Consolidation",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Nodule/Mass",
+    "Other lesion",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+)
+VINDR_NO_FINDING = "No finding"
+VINDR_NO_FINDING_ID = 14
+
+# All 22 local labels of the PhysioNet release.
+VINDR_LOCAL_LABELS = (
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Clavicle fracture",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged PA",
+    "ILD",
+    "Infiltration",
+    "Lung cavity",
+    "Lung cyst",
+    "Lung Opacity",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Other lesion",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+)
+
+# Global (image-level) labels of the PhysioNet release's image_labels_*.csv.
+VINDR_GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other diseases", "No finding")
+
+# The 5-class subset used by the VinDr RetinaNet seed.
+VINDR_5_CLASSES = ("Aortic enlargement", "Cardiomegaly", "ILD", "Infiltration", "Nodule/Mass")
