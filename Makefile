@@ -27,10 +27,10 @@ test: setup
 
 demo: setup
 	$(PY) tools/make_synthetic.py --format reflacx --out $(DEMO_ROOT) --images 120 --seed 0
-	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/train_net.py --config-file configs/demo/faster_rcnn_R18_FPN_reflacx_synthetic.yaml \
+	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/train_net.py --config-file configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml \
 	  OUTPUT_DIR $(DEMO_OUT)
-	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/visualize_predictions.py --config-file configs/demo/faster_rcnn_R18_FPN_reflacx_synthetic.yaml \
-	  --input $(DEMO_OUT)/inference/coco_instances_results.json --output $(DEMO_OUT)/predictions
+	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/visualize_json_results.py --config-file configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml --dataset reflacx_val \
+	  --input $(DEMO_OUT)/inference/reflacx_val/coco_instances_results.json --output $(DEMO_OUT)/predictions
 
 clean:
 	rm -rf $(VENV) output

@@ -43,4 +43,12 @@ def add_cxr_config(cfg):
     # albumentations transforms applied in training after reading the image, before
     # detectron2's augmentations: a list of {"name": <albumentations class>, <kwarg>: value}.
     _C.CXR.INPUT.ALBUMENTATIONS = []
+
+    _C.CXR.MOBILENET = CN()
+    # torchvision MobileNetV3 variant: "small" or "large".
+    _C.CXR.MOBILENET.VARIANT = "small"
+    # Load torchvision's ImageNet weights (needs network access to the weights).
+    _C.CXR.MOBILENET.PRETRAINED = False
+    # Stages returned by build_mobilenetv3_backbone (the FPN builder uses MODEL.FPN.IN_FEATURES).
+    _C.CXR.MOBILENET.OUT_FEATURES = ["res3", "res4", "res5"]
     return cfg

@@ -1,0 +1,1 @@
+"""Data: dataset registrars, image reading (PNG/JPEG/DICOM), mapper, augmentations."""

@@ -1,0 +1,106 @@
+"""Dataset mapper for chest X-rays: PNG/JPEG/DICOM in, albumentations + detectron2 augmentations."""
+import copy
+import logging
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+
+from cxr_det.data.albumentations import apply_albumentations, build_albumentations
+from cxr_det.data.image_io import read_image
+
+__all__ = ["CXRDatasetMapper"]
+
+
+class CXRDatasetMapper:
+    """Turn a dataset dict into model inputs (``image`` CxHxW tensor, ``instances``).
+
+    Reads grayscale X-rays (PNG, JPEG or DICOM) into ``INPUT.FORMAT``; in training applies
+    the configured albumentations transforms to image, boxes and polygon masks together,
+    then detectron2's augmentations (resize, flip), and converts the annotations with
+    detectron2's own ``transform_instance_annotations`` / ``annotations_to_instances``.
+    Keys that are not detectron2's (identifiers, clinical records) pass through untouched.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations,
+        image_format: str,
+        albumentations=None,
+        use_instance_mask: bool = False,
+        instance_mask_format: str = "polygon",
+        recompute_boxes: bool = False,
+    ):
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.albumentations = albumentations
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+        self.recompute_boxes = recompute_boxes
+        mode = "training" if is_train else "inference"
+        logging.getLogger(__name__).info(
+            f"[CXRDatasetMapper] {mode}: augmentations {augmentations}, albumentations {albumentations}"
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        augs = utils.build_augmentation(cfg, is_train)
+        if cfg.INPUT.CROP.ENABLED and is_train:
+            augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "image_format": cfg.INPUT.FORMAT,
+            "albumentations": build_albumentations(cfg.CXR.INPUT.ALBUMENTATIONS) if is_train else None,
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "recompute_boxes": cfg.MODEL.MASK_ON and cfg.INPUT.CROP.ENABLED and is_train,
+        }
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        annos = dataset_dict.pop("annotations", None)
+        if not self.is_train:
+            annos = None
+
+        if annos is not None and self.albumentations is not None:
+            annos = [_to_xyxy_abs(a) for a in annos if a.get("iscrowd", 0) == 0]
+            image, annos = apply_albumentations(self.albumentations, image, annos)
+
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if annos is not None:
+            if not self.use_instance_mask:
+                for anno in annos:
+                    anno.pop("segmentation", None)
+            annos = [
+                utils.transform_instance_annotations(obj, transforms, image_shape)
+                for obj in annos
+                if obj.get("iscrowd", 0) == 0
+            ]
+            instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
+            if self.recompute_boxes:
+                instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+            dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict
+
+
+def _to_xyxy_abs(anno):
+    anno = dict(anno)
+    anno["bbox"] = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
+    anno["bbox_mode"] = BoxMode.XYXY_ABS
+    return anno

@@ -1,0 +1,3 @@
+from .trainer import Trainer, adapt_to_device, get_cxr_cfg, setup
+
+__all__ = ["Trainer", "adapt_to_device", "get_cxr_cfg", "setup"]

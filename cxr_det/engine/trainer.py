@@ -1,0 +1,83 @@
+"""The detectron2 trainer and config set-up for chest X-ray datasets."""
+import logging
+import os
+
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_setup
+
+from cxr_det.config import add_cxr_config
+from cxr_det.data.datasets.builtin import register_from_config
+from cxr_det.data.mapper import CXRDatasetMapper
+from cxr_det.evaluation import CXRCOCOEvaluator
+
+logger = logging.getLogger(__name__)
+
+
+def get_cxr_cfg(config_file=None, opts=()):
+    """A config with cxr_det's keys, merged from ``config_file`` and ``opts``; not frozen."""
+    cfg = get_cfg()
+    add_cxr_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    adapt_to_device(cfg)
+    return cfg
+
+
+def adapt_to_device(cfg):
+    """Run a GPU config on a machine without CUDA: CPU device, AMP off (it asserts CUDA)."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but CUDA is not available: using cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        logger.warning("SOLVER.AMP.ENABLED needs CUDA; mixed precision turned off on cpu")
+        cfg.SOLVER.AMP.ENABLED = False
+    return cfg
+
+
+def setup(args):
+    """``train_net``'s set-up: config from ``--config-file`` and opts, logging, dataset registration."""
+    cfg = get_cxr_cfg(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    register_from_config(cfg)
+    check_num_classes(cfg)
+    return cfg
+
+
+def check_num_classes(cfg):
+    """Fail early when the model's class count differs from the datasets' class list."""
+    head = "RETINANET" if cfg.MODEL.META_ARCHITECTURE.endswith("RetinaNet") else "ROI_HEADS"
+    expected = cfg.MODEL[head].NUM_CLASSES
+    from detectron2.data import MetadataCatalog
+
+    for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) != expected:
+            raise ValueError(
+                f"MODEL.{head}.NUM_CLASSES is {expected} but dataset {name} has {len(classes)} classes "
+                f"{list(classes)}; set MODEL.{head}.NUM_CLASSES {len(classes)}"
+            )
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations) and COCO
+    evaluation with per-class AP50."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return CXRCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CXRDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))

@@ -1,0 +1,3 @@
+from .coco import CXRCOCOEvaluator
+
+__all__ = ["CXRCOCOEvaluator"]

@@ -1,0 +1,325 @@
+"""REFLACX registrar on hand-written fixtures laid out as PhysioNet ships REFLACX."""
+import csv
+import logging
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import cxr_det  # noqa: F401  (compatibility fixes before detectron2)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from cxr_det.data.datasets.common import DatasetFormatError
+from cxr_det.data.datasets.labels import (
+    MDF_NET_CLASSES,
+    REFLACX_LABELS,
+    REFLACX_LESION_LABELS,
+    REFLACX_PHASE1_LABELS,
+)
+from cxr_det.data.datasets.reflacx import load_reflacx, register_reflacx
+from cxr_det.data.ellipse import polygon_area, polygon_bbox
+
+LOGGER = "cxr_det.data.datasets.reflacx"
+META_COLUMNS = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id",
+                "image_size_x", "image_size_y"]
+W, H = 200, 100  # image_size_x, image_size_y of the main fixture
+
+ATEL, PLEURAL, CONS, ECS, EDEMA = (MDF_NET_CLASSES.index(c) for c in (
+    "Atelectasis", "Pleural abnormality", "Consolidation", "Enlarged cardiac silhouette", "Pulmonary edema"))
+
+
+def reading(rid, phase, dicom_id, subject, study, ellipses, split="train", discarded=False,
+            width=W, height=H, image=True, folder=True, extra_columns=(), drop_columns=()):
+    """Spec of one reading; ``ellipses`` rows are (xmin, ymin, xmax, ymax, certainty, [labels])."""
+    return dict(id=rid, phase=phase, dicom_id=dicom_id, subject=subject, study=study, ellipses=ellipses,
+                split=split, discarded=discarded, width=width, height=height, image=image,
+                folder=folder, extra_columns=list(extra_columns), drop_columns=list(drop_columns))
+
+
+def write_reflacx(root, readings, jpg=True, dicom=False):
+    """Write metadata_phase_N.csv, one ellipse CSV per reading, and the images (small JPGs)."""
+    main = root / "reflacx" / "main_data"
+    main.mkdir(parents=True)
+    by_phase = {}
+    for r in readings:
+        by_phase.setdefault(r["phase"], []).append(r)
+    for phase, rows in by_phase.items():
+        vocab = list(REFLACX_PHASE1_LABELS if phase == 1 else REFLACX_LABELS)
+        with open(main / f"metadata_phase_{phase}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(META_COLUMNS + sorted(vocab))
+            for r in rows:
+                rel = f"files/p{str(r['subject'])[:2]}/p{r['subject']}/s{r['study']}/{r['dicom_id']}"
+                w.writerow([r["id"], r["split"], str(r["discarded"]),
+                            f"physionet.org/files/mimic-cxr/2.0.0/{rel}.dcm", r["dicom_id"], r["subject"],
+                            r["width"], r["height"]] + [""] * len(vocab))
+                if r["image"]:
+                    for present, folder, ext in ((jpg, "mimic-cxr-jpg", ".jpg"), (dicom, "mimic-cxr", ".dcm")):
+                        if present:
+                            path = root / folder / (rel + ext)
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            if ext == ".jpg":
+                                cv2.imwrite(str(path), np.full((r["height"], r["width"]), 128, np.uint8))
+                            else:
+                                path.write_bytes(b"")  # only existence is checked
+                if not r["folder"]:
+                    continue
+                (main / r["id"]).mkdir()
+                columns = [c for c in ["xmin", "ymin", "xmax", "ymax", "certainty"] + vocab + r["extra_columns"]
+                           if c not in r["drop_columns"]]
+                with open(main / r["id"] / "anomaly_location_ellipses.csv", "w", newline="") as g:
+                    e = csv.writer(g)
+                    e.writerow(columns)
+                    for x0, y0, x1, y1, cert, labels in r["ellipses"]:
+                        values = dict(xmin=x0, ymin=y0, xmax=x1, ymax=y1, certainty=cert)
+                        e.writerow([values[c] if c in values else str(c in labels) for c in columns])
+
+
+R1, R2, R3, R4, R5, R6 = "P101R000001", "P102R000002", "P200R000003", "P300R000004", "P300R000005", "P300R000006"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Six readings of five images over three phases, with the bad inputs the loader must skip."""
+    root = tmp_path_factory.mktemp("reflacx_main")
+    write_reflacx(root, [
+        # Phase-1 names: Pleural effusion/thickening -> Pleural abnormality, Nodule -> Lung nodule or mass.
+        reading(R1, 1, "dicom_a", 10000001, 50000001, [
+            (10, 10, 50, 40, 4, ["Pleural effusion", "Atelectasis"]),       # two annotations
+            (20, 20, 60, 60, 2, ["Pleural effusion", "Pleural thickening"]),  # one (same class)
+            (0, 0, 30, 30, 5, ["Fibrosis", "Nodule"]),                      # not an MDF class
+        ]),
+        reading(R2, 1, "dicom_a", 10000001, 50000001, discarded=True, ellipses=[
+            (12, 12, 52, 42, 3, ["Atelectasis"]),        # IoU 0.796 with R1's first ellipse
+            (150, 60, 250, 140, 1, ["Consolidation"]),   # extends past the right and bottom edges
+        ]),
+        reading(R3, 2, "dicom_b", 10000002, 50000002, split="validate", extra_columns=["Bogus label"], ellipses=[
+            (30, 20, 80, 70, 3, ["Enlarged cardiac silhouette", "Enlarged hilum", "Bogus label"]),
+            (90, 10, 80, 40, 3, ["Atelectasis"]),    # xmax < xmin
+            (300, 10, 350, 40, 3, ["Atelectasis"]),  # entirely right of the image
+            (40, 40, 60, 60, 3, ["Support devices"]),  # never a lesion class
+        ]),
+        reading(R4, 3, "dicom_c", 10000003, 50000003, split="test", ellipses=[
+            (40, 30, 90, 80, 5, ["Pulmonary edema"]),
+            ("abc", 30, 90, 80, 5, ["Pulmonary edema"]),  # non-numeric coordinate, line 3
+            (40, "", 90, 80, 5, ["Pulmonary edema"]),     # blank coordinate, line 4
+        ]),
+        reading(R5, 3, "dicom_d", 10000004, 50000004, image=False, ellipses=[(1, 1, 5, 5, 3, ["Atelectasis"])]),
+        reading(R6, 3, "dicom_e", 10000005, 50000005, folder=False, ellipses=[]),
+    ])
+    return root
+
+
+def anns(record):
+    return [(a["category_id"], a["bbox"], a["readers"], a["certainty"]) for a in record["annotations"]]
+
+
+def test_pooled_records_follow_contract(root, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    records = load_reflacx(root, "all")
+    assert [r["dicom_id"] for r in records] == ["dicom_a", "dicom_b", "dicom_c"]
+    assert [r["image_id"] for r in records] == [0, 1, 2]
+    a, b, c = records
+    assert a["file_name"] == str(root / "mimic-cxr-jpg/files/p10/p10000001/s50000001/dicom_a.jpg")
+    assert (a["height"], a["width"]) == (H, W)
+    assert (a["subject_id"], a["study_id"]) == (10000001, 50000001)
+    assert isinstance(a["study_id"], int) and isinstance(a["subject_id"], int)
+    assert a["dataset"] == "reflacx" and a["split"] == "train"
+    assert (b["split"], c["split"]) == ("val", "test")
+    assert a["reading_ids"] == [R1, R2] and a["eye_tracking_discarded"] == [False, True]
+    assert anns(a) == [
+        (ATEL, [10.0, 10.0, 50.0, 40.0], [R1], 4),
+        (PLEURAL, [10.0, 10.0, 50.0, 40.0], [R1], 4),
+        (PLEURAL, [20.0, 20.0, 60.0, 60.0], [R1], 2),
+        (ATEL, [12.0, 12.0, 52.0, 42.0], [R2], 3),
+        (CONS, [150.0, 60.0, 200.0, 100.0], [R2], 1),
+    ]
+    assert anns(b) == [(ECS, [30.0, 20.0, 80.0, 70.0], [R3], 3)]
+    assert anns(c) == [(EDEMA, [40.0, 30.0, 90.0, 80.0], [R4], 5)]
+    for rec in records:
+        for ann in rec["annotations"]:
+            assert ann["bbox_mode"] == BoxMode.XYXY_ABS and ann["iscrowd"] == 0
+            assert len(ann["segmentation"]) == 1 and len(ann["segmentation"][0]) >= 6
+    seg = a["annotations"][0]["segmentation"][0]
+    assert polygon_bbox(seg) == pytest.approx([10, 10, 50, 40])
+    assert polygon_area(seg) == pytest.approx(math.pi * 20 * 15, rel=0.02)
+
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "1 x degenerate ellipse" in text
+    assert "1 x ellipse entirely outside the image" in text
+    assert "2 x ellipse with a non-numeric or NaN coordinate" in text
+    assert f"{R4}/anomaly_location_ellipses.csv, line 3" in text
+    assert "1 x unknown label column 'Bogus label'" in text
+    assert "1 x image file missing" in text and "dicom_d.jpg" in text
+    assert "1 x reading folder missing" in text and R6 in text
+    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1  # reported once
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("loaded 3 records, 7 annotations" in m for m in info)
+
+
+def test_clipped_ellipse_box_and_polygon(root):
+    (a,) = load_reflacx(root, "train")
+    ann = a["annotations"][4]
+    assert ann["bbox"] == [150.0, 60.0, 200.0, 100.0]
+    poly = ann["segmentation"][0]
+    assert polygon_bbox(poly) == pytest.approx([150, 60, 200, 100])
+    # The ellipse is centred on the image corner: a quarter of it is inside.
+    assert polygon_area(poly) == pytest.approx(math.pi * 50 * 40 / 4, rel=0.02)
+
+
+def test_reading_mode(root):
+    records = load_reflacx(root, "all", readers="reading")
+    assert [(r["image_id"], r["dicom_id"], r["reading_ids"]) for r in records] == [
+        (0, "dicom_a", [R1]), (1, "dicom_a", [R2]), (2, "dicom_b", [R3]), (3, "dicom_c", [R4])]
+    assert [len(r["annotations"]) for r in records] == [3, 2, 1, 1]
+    assert records[1]["eye_tracking_discarded"] == [True]
+    assert anns(records[1])[0] == (ATEL, [12.0, 12.0, 52.0, 42.0], [R2], 3)
+
+
+def test_fused_mode_merges_across_readers(root):
+    records = load_reflacx(root, "all", readers="fused")
+    assert [len(r["annotations"]) for r in records] == [4, 1, 1]
+    a = records[0]
+    assert sorted(anns(a), key=lambda t: (t[0], t[1])) == [
+        (ATEL, [11.0, 11.0, 51.0, 41.0], [R1, R2], 4),  # mean box, max certainty
+        (PLEURAL, [10.0, 10.0, 50.0, 40.0], [R1], 4),    # same reading: never merged
+        (PLEURAL, [20.0, 20.0, 60.0, 60.0], [R1], 2),
+        (CONS, [150.0, 60.0, 200.0, 100.0], [R2], 1),
+    ]
+    merged = next(x for x in a["annotations"] if x["readers"] == [R1, R2])
+    assert polygon_bbox(merged["segmentation"][0]) == pytest.approx([11, 11, 51, 41])
+    # Above their IoU (0.796) nothing merges.
+    assert [len(r["annotations"]) for r in load_reflacx(root, "all", readers="fused", fuse_iou=0.8)] == [5, 1, 1]
+
+
+def test_certainty_threshold(root):
+    records = load_reflacx(root, "all", min_certainty=3)
+    assert [len(r["annotations"]) for r in records] == [3, 1, 1]
+    assert all(a["certainty"] >= 3 for r in records for a in r["annotations"])
+    assert [len(r["annotations"]) for r in load_reflacx(root, "all", min_certainty=5)] == [0, 0, 1]
+
+
+def test_all_classes_and_custom_order(root):
+    records = load_reflacx(root, ["all"])
+    names = list(REFLACX_LESION_LABELS)
+    cats = [[names[a["category_id"]] for a in r["annotations"]] for r in records]
+    assert cats == [
+        ["Atelectasis", "Pleural abnormality", "Pleural abnormality", "Lung nodule or mass",
+         "Atelectasis", "Consolidation"],
+        ["Enlarged cardiac silhouette", "Enlarged hilum"],
+        ["Pulmonary edema"],
+    ]
+    records = load_reflacx(root, "all", classes=["Pulmonary edema", "Atelectasis"])
+    assert [[a["category_id"] for a in r["annotations"]] for r in records] == [[1, 1], [], [0]]
+
+
+def test_unknown_class_lists_valid_names(root):
+    with pytest.raises(ValueError, match="valid names.*Pleural abnormality"):
+        load_reflacx(root, "all", classes=["Atelectasis", "Pleural effusion"])
+    with pytest.raises(ValueError, match="Support devices"):
+        load_reflacx(root, "all", classes=["Support devices"])
+
+
+@pytest.mark.parametrize("split,expected", [
+    ("train", ["dicom_a"]), ("val", ["dicom_b"]), ("validate", ["dicom_b"]), ("test", ["dicom_c"])])
+def test_split_mapping(root, split, expected):
+    records = load_reflacx(root, split)
+    assert [r["dicom_id"] for r in records] == expected
+    assert {r["split"] for r in records} == {"val" if split == "validate" else split}
+
+
+def test_bad_split_and_mode_rejected(root):
+    with pytest.raises(ValueError, match="split"):
+        load_reflacx(root, "holdout")
+    with pytest.raises(ValueError, match="readers"):
+        load_reflacx(root, "all", readers="majority")
+
+
+def test_drop_discarded_eye_tracking(root):
+    (a,) = load_reflacx(root, "train", drop_discarded_eye_tracking=True)
+    assert a["reading_ids"] == [R1] and a["eye_tracking_discarded"] == [False]
+    assert len(a["annotations"]) == 3
+    assert len(load_reflacx(root, "all", readers="reading", drop_discarded_eye_tracking=True)) == 3
+
+
+def test_missing_images_for_whole_split_raise(root):
+    with pytest.raises(DatasetFormatError, match="mimic-cxr"):
+        load_reflacx(root, "all", image_source="dicom")
+
+
+def test_image_sources(tmp_path):
+    write_reflacx(tmp_path, [reading(R3, 2, "dicom_b", 10000002, 50000002, [])], jpg=True, dicom=True)
+    (rec,) = load_reflacx(tmp_path, "all", image_source="dicom")
+    assert rec["file_name"] == str(tmp_path / "mimic-cxr/files/p10/p10000002/s50000002/dicom_b.dcm")
+    (rec,) = load_reflacx(tmp_path, "all")  # auto prefers the JPGs
+    assert rec["file_name"].endswith("mimic-cxr-jpg/files/p10/p10000002/s50000002/dicom_b.jpg")
+    assert rec["annotations"] == []  # an image without ellipses is kept, with no instances
+
+
+def test_fusion_is_transitive_but_never_within_a_reading(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ra, rb, rc = "P201R000001", "P202R000002", "P203R000003"
+    spec = {
+        ra: [(0, 0, 100, 100, 2, ["Atelectasis"]), (5, 0, 105, 100, 4, ["Atelectasis"])],
+        rb: [(2, 0, 102, 100, 3, ["Atelectasis"]), (0, 0, 100, 100, 5, ["Consolidation"])],
+        rc: [(300, 300, 350, 350, 1, ["Atelectasis"])],
+    }
+    chain = {ra: (0, 0, 100, 100), rb: (30, 0, 130, 100), rc: (60, 0, 160, 100)}  # IoU .54, .54; ends .25
+    readings = [reading(rid, 2, "dicom_x", 10000009, 50000009, e, width=400, height=400)
+                for rid, e in spec.items()]
+    readings += [reading(rid.replace("R", "R9"), 2, "dicom_y", 10000010, 50000010,
+                         [(*box, 3, ["Pulmonary edema"])], width=400, height=400)
+                 for rid, box in chain.items()]
+    write_reflacx(tmp_path, readings)
+    x, y = load_reflacx(tmp_path, "all", readers="fused")
+    assert sorted(anns(x), key=lambda t: (t[0], t[1])) == [
+        (ATEL, [1.0, 0.0, 101.0, 100.0], [ra, rb], 3),  # A1 + B1 (IoU .96) first
+        # A2 overlaps B1 by .94 too, but B1's group already holds a reading-A ellipse.
+        (ATEL, [5.0, 0.0, 105.0, 100.0], [ra], 4),
+        (ATEL, [300.0, 300.0, 350.0, 350.0], [rc], 1),
+        (CONS, [0.0, 0.0, 100.0, 100.0], [rb], 5),
+    ]
+    assert anns(y) == [(EDEMA, [30.0, 0.0, 130.0, 100.0], sorted(r.replace("R", "R9") for r in chain), 3)]
+    assert any("metadata_phase_1.csv not found" in r.getMessage() for r in caplog.records)
+    assert len(load_reflacx(tmp_path, "all", readers="fused", fuse_iou=0.97)[0]["annotations"]) == 5
+
+
+def test_ellipse_csv_missing_column_raises(tmp_path):
+    write_reflacx(tmp_path, [reading(R4, 3, "dicom_c", 10000003, 50000003, [(1, 1, 5, 5, 3, ["Atelectasis"])],
+                                     drop_columns=["certainty"])])
+    with pytest.raises(DatasetFormatError, match=r"P300R000004.anomaly_location_ellipses\.csv.*certainty"):
+        load_reflacx(tmp_path, "all")
+
+
+def test_missing_ellipse_csv_skips_reading(tmp_path, caplog):
+    write_reflacx(tmp_path, [reading(R3, 2, "dicom_b", 10000002, 50000002, [(1, 1, 5, 5, 3, ["Atelectasis"])]),
+                             reading(R4, 3, "dicom_c", 10000003, 50000003, [(1, 1, 5, 5, 3, ["Atelectasis"])])])
+    (tmp_path / "reflacx/main_data" / R4 / "anomaly_location_ellipses.csv").unlink()
+    records = load_reflacx(tmp_path, "all")
+    assert [r["reading_ids"] for r in records] == [[R3]]
+    assert "anomaly_location_ellipses.csv missing" in caplog.text
+
+
+def test_missing_metadata_raises(tmp_path):
+    (tmp_path / "reflacx/main_data").mkdir(parents=True)
+    with pytest.raises(DatasetFormatError, match="main_data"):
+        load_reflacx(tmp_path, "all")
+
+
+def test_register_reflacx(root):
+    name = "reflacx_test_register_val"
+    try:
+        register_reflacx(name, str(root), "validate", classes=["all"], readers="reading")
+        records = DatasetCatalog.get(name)
+        assert [r["reading_ids"] for r in records] == [[R3]]
+        meta = MetadataCatalog.get(name)
+        assert meta.thing_classes == list(REFLACX_LESION_LABELS)
+        assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split) == ("coco", "reflacx", "reading", "val")
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    with pytest.raises(ValueError, match="valid names"):
+        register_reflacx("reflacx_test_bad", str(root), "train", classes=["Pneumonia"])
+    assert "reflacx_test_bad" not in DatasetCatalog.list()

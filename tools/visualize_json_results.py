@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Draw ground truth and predictions side by side from a COCO-format results file.
+
+    tools/visualize_json_results.py --input output/inference/reflacx_val/coco_instances_results.json \
+        --dataset reflacx_val --output output/predictions [--conf-threshold 0.3] [--config-file cfg.yaml]
+"""
+import argparse
+import json
+import os
+from collections import defaultdict
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import cxr_det  # noqa: F401
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from cxr_det.data.datasets.builtin import register_from_config
+from cxr_det.engine import get_cxr_cfg
+from cxr_det.utils.visualizer import draw_ground_truth, draw_predictions, load_rgb, side_by_side
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="coco_instances_results.json")
+    parser.add_argument("--dataset", required=True, help="registered dataset the results are for")
+    parser.add_argument("--output", required=True, help="folder for the PNG files")
+    parser.add_argument("--conf-threshold", type=float, default=0.3, help="draw predictions scoring at least this")
+    parser.add_argument("--config-file", default="", help="config whose CXR.* options were used for training")
+    parser.add_argument("--num", type=int, default=0, help="draw at most this many images (0: all)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    args = parser.parse_args()
+
+    cfg = get_cxr_cfg(args.config_file or None, args.opts)
+    register_from_config(cfg)
+    with open(args.input) as f:
+        results = json.load(f)
+    by_image = defaultdict(list)
+    for r in results:
+        if r["score"] >= args.conf_threshold:
+            by_image[r["image_id"]].append(r)
+
+    records = DatasetCatalog.get(args.dataset)
+    class_names = MetadataCatalog.get(args.dataset).thing_classes
+    known = {r["image_id"] for r in records}
+    unknown = {r["image_id"] for r in results} - known
+    if unknown:
+        raise SystemExit(
+            f"{args.input}: {len(unknown)} image_id(s) not in dataset {args.dataset} (e.g. {sorted(unknown)[:3]}); "
+            "were the results made on another dataset or with other CXR.* options?"
+        )
+    if args.num:
+        records = records[: args.num]
+    os.makedirs(args.output, exist_ok=True)
+    for record in tqdm(records, desc="drawing"):
+        image = load_rgb(record["file_name"])
+        preds = by_image.get(record["image_id"], [])
+        boxes = [BoxMode.convert(p["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for p in preds]
+        gt = draw_ground_truth(image, record, class_names, show_readers=False)
+        pr = draw_predictions(image, np.asarray(boxes), [p["score"] for p in preds], [p["category_id"] for p in preds], class_names)
+        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+        cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), side_by_side(gt, pr)[:, :, ::-1])
+    print(f"wrote {len(records)} image(s) to {args.output} (left: ground truth, right: predictions >= {args.conf_threshold})")
+
+
+if __name__ == "__main__":
+    main()
