@@ -61,19 +61,20 @@ def _missing_extension():
     ``import detectron2._C`` fails as before, so detectron2's environment report still
     says the extension is not built.
     """
-    if has_compiled_extension():
+    modules = (
+        "detectron2.layers.deform_conv",
+        "detectron2.layers.rotated_boxes",
+        "detectron2.layers.roi_align_rotated",
+        "detectron2.evaluation.fast_eval_api",
+    )
+    if has_compiled_extension() or all(m in sys.modules for m in modules):
         return False
     import detectron2
 
     stub = _MissingExtension("detectron2._C")
     sys.modules["detectron2._C"] = stub
     try:
-        for name in (
-            "detectron2.layers.deform_conv",
-            "detectron2.layers.rotated_boxes",
-            "detectron2.layers.roi_align_rotated",
-            "detectron2.evaluation.fast_eval_api",
-        ):
+        for name in modules:
             importlib.import_module(name)
     finally:
         sys.modules.pop("detectron2._C", None)
@@ -90,6 +91,8 @@ def _official_coco_eval():
 
     from detectron2.evaluation import coco_evaluation
 
+    if coco_evaluation.COCOeval_opt is COCOeval:
+        return False
     coco_evaluation.COCOeval_opt = COCOeval
     return True
 
@@ -215,7 +218,11 @@ def _numpy_in_weights_only_checkpoints():
     multiarray = getattr(np, "_core", np.core).multiarray
     allowed = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
     allowed += [type(np.dtype(t)) for t in np.sctypeDict.values()]
-    add_safe_globals(sorted(set(allowed), key=repr))
+    already = set(torch.serialization.get_safe_globals())
+    missing = [g for g in set(allowed) if g not in already]
+    if not missing:
+        return False
+    add_safe_globals(sorted(missing, key=repr))
     return True
 
 

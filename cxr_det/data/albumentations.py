@@ -6,6 +6,8 @@ the four box corners when an annotation has no polygon), so every geometric tran
 moves them exactly as it moves the pixels; the box is then re-derived from the moved
 points and the polygon is clipped to the image.
 """
+import warnings
+
 import albumentations as A
 import numpy as np
 
@@ -26,10 +28,16 @@ def build_albumentations(specs):
                 f"CXR.INPUT.ALBUMENTATIONS[{i}]: {name!r} is not an albumentations transform "
                 f"(each entry needs 'name', e.g. {{'name': 'RandomBrightnessContrast', 'p': 0.5}})"
             )
-        try:
-            transforms.append(cls(**spec))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"CXR.INPUT.ALBUMENTATIONS[{i}] ({name}): {e}") from e
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                transforms.append(cls(**spec))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"CXR.INPUT.ALBUMENTATIONS[{i}] ({name}): {e}") from e
+        for w in caught:
+            if "not valid" in str(w.message):
+                raise ValueError(f"CXR.INPUT.ALBUMENTATIONS[{i}] ({name}): {w.message}")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return A.Compose(transforms, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
 
 

@@ -142,7 +142,7 @@ def read_dicom_header(path) -> dict:
 
 def dicom_size(path):
     """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read)."""
-    ds = _open(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    ds = _open(path, stop_before_pixels=True)
     rows, cols = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
     if not rows or not cols:
         raise DicomReadError(f"{path}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
