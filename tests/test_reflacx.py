@@ -165,8 +165,12 @@ def test_clipped_ellipse_box_and_polygon(root):
     assert ann["bbox"] == [150.0, 60.0, 200.0, 100.0]
     poly = ann["segmentation"][0]
     assert polygon_bbox(poly) == pytest.approx([150, 60, 200, 100])
-    # The ellipse is centred on the image corner: a quarter of it is inside.
+    # The ellipse is centred on the image corner: a quarter of it is inside, the corner is a
+    # vertex, and every vertex lies on or inside the drawn ellipse (not one shrunk to the box).
     assert polygon_area(poly) == pytest.approx(math.pi * 50 * 40 / 4, rel=0.02)
+    points = list(zip(poly[0::2], poly[1::2]))
+    assert (200.0, 100.0) in points
+    assert all(((x - 200) / 50) ** 2 + ((y - 100) / 40) ** 2 <= 1 + 1e-9 for x, y in points)
 
 
 def test_reading_mode(root):
@@ -202,7 +206,7 @@ def test_certainty_threshold(root):
 
 
 def test_all_classes_and_custom_order(root):
-    records = load_reflacx(root, ["all"])
+    records = load_reflacx(root, "all", classes=["all"])
     names = list(REFLACX_LESION_LABELS)
     cats = [[names[a["category_id"]] for a in r["annotations"]] for r in records]
     assert cats == [
@@ -262,8 +266,10 @@ def test_fusion_is_transitive_but_never_within_a_reading(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     ra, rb, rc = "P201R000001", "P202R000002", "P203R000003"
     spec = {
-        ra: [(0, 0, 100, 100, 2, ["Atelectasis"]), (5, 0, 105, 100, 4, ["Atelectasis"])],
-        rb: [(2, 0, 102, 100, 3, ["Atelectasis"]), (0, 0, 100, 100, 5, ["Consolidation"])],
+        ra: [(0, 0, 100, 100, 2, ["Atelectasis"]), (5, 0, 105, 100, 4, ["Atelectasis"]),
+             (350, 0, 450, 50, 1, ["Pulmonary edema"])],  # clipped to (350, 0, 400, 50)
+        rb: [(2, 0, 102, 100, 3, ["Atelectasis"]), (0, 0, 100, 100, 5, ["Consolidation"]),
+             (360, 0, 390, 50, 2, ["Pulmonary edema"])],  # IoU .6 with ra's clipped box
         rc: [(300, 300, 350, 350, 1, ["Atelectasis"])],
     }
     chain = {ra: (0, 0, 100, 100), rb: (30, 0, 130, 100), rc: (60, 0, 160, 100)}  # IoU .54, .54; ends .25
@@ -280,10 +286,14 @@ def test_fusion_is_transitive_but_never_within_a_reading(tmp_path, caplog):
         (ATEL, [5.0, 0.0, 105.0, 100.0], [ra], 4),
         (ATEL, [300.0, 300.0, 350.0, 350.0], [rc], 1),
         (CONS, [0.0, 0.0, 100.0, 100.0], [rb], 5),
+        # The mean of the drawn boxes (355, 0, 420, 50), clipped like a drawn ellipse.
+        (EDEMA, [355.0, 0.0, 400.0, 50.0], [ra, rb], 2),
     ]
     assert anns(y) == [(EDEMA, [30.0, 0.0, 130.0, 100.0], sorted(r.replace("R", "R9") for r in chain), 3)]
     assert any("metadata_phase_1.csv not found" in r.getMessage() for r in caplog.records)
-    assert len(load_reflacx(tmp_path, "all", readers="fused", fuse_iou=0.97)[0]["annotations"]) == 5
+    edema = next(a for a in x["annotations"] if a["category_id"] == EDEMA)
+    assert polygon_bbox(edema["segmentation"][0]) == pytest.approx([355, 0, 400, 50])
+    assert len(load_reflacx(tmp_path, "all", readers="fused", fuse_iou=0.97)[0]["annotations"]) == 7
 
 
 def test_ellipse_csv_missing_column_raises(tmp_path):
@@ -323,3 +333,5 @@ def test_register_reflacx(root):
     with pytest.raises(ValueError, match="valid names"):
         register_reflacx("reflacx_test_bad", str(root), "train", classes=["Pneumonia"])
     assert "reflacx_test_bad" not in DatasetCatalog.list()
+    with pytest.raises(TypeError, match="min_certainity"):
+        register_reflacx("reflacx_test_bad", str(root), "train", min_certainity=3)

@@ -18,7 +18,8 @@ SPLITS = ("train", "val", "test", "all")
 def _unregister(name):
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
 
 
 def register_reflacx_splits(root=None, **options):

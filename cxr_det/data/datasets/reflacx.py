@@ -8,11 +8,12 @@ image. Readings of the same image can be kept apart, pooled, or fused (see :func
 See docs/CONTRACT.md for the record layout and the bad-input policy.
 """
 import csv
+import inspect
 import logging
 import math
 import os
 import re
-from pathlib import Path
+from typing import NamedTuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -193,11 +194,36 @@ def _label_targets(phase, class_index):
     return mapping
 
 
+class Instance(NamedTuple):
+    """One (ellipse, class) pair: drawn box, box and polygon clipped to the image, certainty."""
+
+    category_id: int
+    ellipse_box: list
+    box: list
+    polygon: list
+    certainty: int
+    readers: tuple = ()
+
+
+def _ellipse_geometry(box, width, height):
+    """``(clipped box, clipped polygon)`` of the ellipse inscribed in ``box``, or a skip reason."""
+    x0, y0, x1, y1 = box
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        return "ellipse entirely outside the image"
+    poly = ellipse_polygon(box)
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        poly = clip_polygon_to_image(poly, width, height)
+        if not poly:
+            return "ellipse of zero area after clipping to the image"
+        return clip_box(box, width, height), poly
+    return list(box), poly
+
+
 def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters):
     """Ellipses of one reading that carry a selected label, geometry checked and clipped.
 
-    Returns a list of ``(category_id, clipped box, certainty)``; one entry per selected
-    label of each kept ellipse (two phase-1 labels mapping to the same class count once).
+    Returns one :class:`Instance` per selected label of each kept ellipse (two phase-1 labels
+    mapping to the same class count once); the ellipse's polygon is shared between them.
     """
     width, height = reading["width"], reading["height"]
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -234,31 +260,28 @@ def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters)
             if x1 <= x0 or y1 <= y0:
                 skips.skip("degenerate ellipse (xmax <= xmin or ymax <= ymin)", where)
                 continue
-            if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-                skips.skip("ellipse entirely outside the image", where)
+            geometry = _ellipse_geometry([x0, y0, x1, y1], width, height)
+            if isinstance(geometry, str):
+                skips.skip(geometry, where)
                 continue
-            box = [x0, y0, x1, y1]
-            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-                if not clip_polygon_to_image(ellipse_polygon(box), width, height):
-                    skips.skip("ellipse of zero area after clipping to the image", where)
-                    continue
-                box = clip_box(box, width, height)
+            if geometry[0] != [x0, y0, x1, y1]:
                 counters["clipped"] += 1
             cert = int(certainty) if float(certainty).is_integer() else certainty
-            out.extend((cid, box, cert) for cid in categories)
+            out.extend(Instance(cid, [x0, y0, x1, y1], geometry[0], geometry[1], cert) for cid in categories)
     return out
 
 
-def _fuse(instances, fuse_iou):
+def _fuse(instances, fuse_iou, width, height, skips):
     """Merge same-class ellipses of different readings whose boxes overlap (IoU >= fuse_iou).
 
-    ``instances`` are ``(category_id, box, certainty, reading_id)``. Pairs are joined in order
-    of decreasing IoU (union-find); a join that would put two ellipses of one reading in the
-    same group is refused, so a reader's own ellipses are never merged. Each group gives the
-    mean box, the maximum certainty and every member's reading id.
+    ``instances`` carry their reading id in ``readers``. Pairs are joined in order of decreasing
+    IoU of their clipped boxes (union-find, i.e. connected components); a join that would put
+    two ellipses of one reading in the same group is refused, so a reader's own ellipses are
+    never merged. A group becomes the ellipse inscribed in the mean of its drawn boxes (clipped
+    like a drawn one), with the maximum certainty and every member's reading id.
     """
     parent = list(range(len(instances)))
-    members = [{inst[3]} for inst in instances]
+    members = [set(inst.readers) for inst in instances]
 
     def find(i):
         while parent[i] != i:
@@ -267,13 +290,13 @@ def _fuse(instances, fuse_iou):
         return i
 
     pairs = []
-    for i in range(len(instances)):
+    for i, a in enumerate(instances):
         for j in range(i + 1, len(instances)):
-            a, b = instances[i], instances[j]
-            if a[0] != b[0] or a[3] == b[3]:
+            b = instances[j]
+            if a.category_id != b.category_id or members[i] & members[j]:
                 continue
-            iou = box_iou(a[1], b[1])
-            if iou >= fuse_iou and iou > 0:
+            iou = box_iou(a.box, b.box)
+            if iou > 0 and iou >= fuse_iou:
                 pairs.append((-iou, i, j))
     for _, i, j in sorted(pairs):
         ri, rj = find(i), find(j)
@@ -285,33 +308,40 @@ def _fuse(instances, fuse_iou):
 
     groups = {}
     for i in range(len(instances)):
-        groups.setdefault(find(i), []).append(i)
+        groups.setdefault(find(i), []).append(instances[i])
     fused = []
     for root in sorted(groups):
-        idx = groups[root]
-        boxes = [instances[i][1] for i in idx]
-        box = [sum(b[k] for b in boxes) / len(boxes) for k in range(4)]
+        group = groups[root]
+        if len(group) == 1:
+            fused.append(group[0])
+            continue
+        mean = [sum(inst.ellipse_box[k] for inst in group) / len(group) for k in range(4)]
+        geometry = _ellipse_geometry(mean, width, height)
+        if isinstance(geometry, str):  # cannot happen for overlapping in-image members; be safe
+            skips.skip(f"fused {geometry}", ",".join(sorted(members[root])))
+            continue
         fused.append(
-            (
-                instances[root][0],
-                box,
-                max(instances[i][2] for i in idx),
-                sorted({instances[i][3] for i in idx}),
+            Instance(
+                group[0].category_id,
+                mean,
+                geometry[0],
+                geometry[1],
+                max(inst.certainty for inst in group),
+                tuple(sorted(members[root])),
             )
         )
     return fused
 
 
-def _annotation(category_id, box, certainty, readers, width, height):
-    poly = clip_polygon_to_image(ellipse_polygon(box), width, height)
+def _annotation(inst):
     return {
-        "bbox": [float(v) for v in box],
+        "bbox": [float(v) for v in inst.box],
         "bbox_mode": BoxMode.XYXY_ABS,
-        "category_id": int(category_id),
-        "segmentation": [poly],
+        "category_id": int(inst.category_id),
+        "segmentation": [list(inst.polygon)],
         "iscrowd": 0,
-        "readers": list(readers),
-        "certainty": certainty,
+        "readers": list(inst.readers),
+        "certainty": inst.certainty,
     }
 
 
@@ -324,6 +354,7 @@ def load_reflacx(
     min_certainty=0,
     drop_discarded_eye_tracking=False,
     image_source="auto",
+    skip_log=None,
 ):
     """Load REFLACX readings of one MIMIC-CXR split as detectron2 dataset dicts.
 
@@ -339,6 +370,7 @@ def load_reflacx(
         min_certainty: keep ellipses whose certainty is at least this (0 keeps all).
         drop_discarded_eye_tracking: drop readings whose eye-tracking data was discarded.
         image_source: ``jpg``, ``dicom`` or ``auto`` (JPG if ``mimic-cxr-jpg/`` exists).
+        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table).
 
     Records follow docs/CONTRACT.md. Bad rows and missing readings/images are skipped and
     reported once; missing files or columns raise :class:`DatasetFormatError`.
@@ -354,7 +386,7 @@ def load_reflacx(
     image_dir = root / ("mimic-cxr-jpg" if image_source == "jpg" else "mimic-cxr")
     suffix = ".jpg" if image_source == "jpg" else ".dcm"
 
-    skips = SkipLog("reflacx")
+    skips = skip_log if skip_log is not None else SkipLog("reflacx")
     counters = {"clipped": 0, "dropped_discarded": 0}
     readings = _read_metadata(main_dir, skips)
     readings = [r for r in readings if split == "all" or r["split"] == split]
@@ -395,11 +427,9 @@ def load_reflacx(
             missing_images += 1
             continue
         width, height = first["width"], first["height"]
-        instances = [(cid, box, cert, r["id"]) for r in members for cid, box, cert in r["instances"]]
+        instances = [inst._replace(readers=(r["id"],)) for r in members for inst in r["instances"]]
         if readers == "fused":
-            merged = _fuse(instances, fuse_iou)
-        else:
-            merged = [(cid, box, cert, [rid]) for cid, box, cert, rid in instances]
+            instances = _fuse(instances, fuse_iou, width, height, skips)
         records.append(
             {
                 "file_name": file_name,
@@ -413,15 +443,16 @@ def load_reflacx(
                 "study_id": first["study_id"],
                 "reading_ids": [r["id"] for r in members],
                 "eye_tracking_discarded": [bool(r["discarded"]) for r in members],
-                "annotations": [_annotation(c, b, ce, rs, width, height) for c, b, ce, rs in merged],
+                "annotations": [_annotation(inst) for inst in instances],
             }
         )
 
     skips.report(logger)
     if groups and not records:
+        example = image_dir.joinpath(*next(iter(groups.values()))[0]["relparts"]).with_suffix(suffix)
         raise DatasetFormatError(
-            f"reflacx: none of the {len(groups)} image(s) of split {split!r} was found under "
-            f"{image_dir} (expected e.g. {image_dir.joinpath(*next(iter(groups.values()))[0]['relparts']).with_suffix(suffix)})"
+            f"{image_dir}: none of the {len(groups)} image(s) of REFLACX split {split!r} was found "
+            f"there (expected e.g. {example}); set image_source or the dataset root"
         )
     if not groups:
         logger.warning("reflacx: no readings in split %r under %s", split, main_dir)
@@ -447,6 +478,9 @@ def register_reflacx(name, root, split, **options):
     ``options`` are :func:`load_reflacx`'s keyword arguments. They are validated here, so a
     wrong class name or mode fails at registration rather than when training starts.
     """
+    unknown = sorted(set(options) - _LOAD_OPTIONS)
+    if unknown:
+        raise TypeError(f"register_reflacx: unknown option(s) {unknown}; valid: {sorted(_LOAD_OPTIONS)}")
     split = _normalise_split(split)
     mode = options.get("readers", "pooled")
     _check_options(mode, options.get("image_source", "auto"), options.get("fuse_iou", 0.3))
@@ -460,3 +494,6 @@ def register_reflacx(name, root, split, **options):
         split=split,
     )
     return name
+
+
+_LOAD_OPTIONS = frozenset(inspect.signature(load_reflacx).parameters) - {"root", "split"}

@@ -354,6 +354,7 @@ def load_vindr(
     fuse_iou=0.5,
     image_cache="",
     val_fraction=0.2,
+    skip_log=None,
 ):
     """Dataset dicts of VinDr-CXR (PhysioNet or Kaggle layout, detected from the files).
 
@@ -371,6 +372,7 @@ def load_vindr(
             working directory, or relative to ``<root>/vindr-cxr``); records then point at its
             PNGs, with boxes multiplied by the recorded scale. Empty: read the DICOMs.
         val_fraction: fraction of training images in ``val``.
+        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table).
 
     Returns records as in docs/CONTRACT.md, sorted by ``vindr_image_id`` (``image_id`` is
     the position in that order); each record's ``split`` is its own part (train/val/test).
@@ -394,7 +396,7 @@ def load_vindr(
         absent = [c for c in classes if c not in VINDR_KAGGLE_CLASSES]
         if absent:
             logger.warning("VinDr-CXR Kaggle layout: classes %s are not labelled in this release; they get no boxes", absent)
-    skips = SkipLog("VinDr-CXR", examples=3)
+    skips = skip_log if skip_log is not None else SkipLog("VinDr-CXR", examples=3)
     counters = defaultdict(int)
 
     # Raw rows of the requested split, grouped per image (key: (folder, image_id)).
