@@ -16,6 +16,7 @@ setup(
         "numpy",
         "opencv-python-headless",
         "pycocotools",
+        "faster-coco-eval",
         "albumentations>=1.3",
         "pandas",
         "pydicom>=2.3",

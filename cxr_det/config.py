@@ -1,7 +1,9 @@
 """Config keys of cxr_det, all under ``cfg.CXR`` (see :func:`add_cxr_config`)."""
 from detectron2.config import CfgNode as CN
 
+from cxr_det.data.clinical.config import add_clinical_config
 from cxr_det.data.datasets.labels import MDF_NET_CLASSES, VINDR_KAGGLE_CLASSES
+from cxr_det.evaluation.cxr_evaluator import add_cxr_eval_config
 
 
 def add_cxr_config(cfg):
@@ -51,4 +53,7 @@ def add_cxr_config(cfg):
     _C.CXR.MOBILENET.PRETRAINED = False
     # Stages returned by build_mobilenetv3_backbone (the FPN builder uses MODEL.FPN.IN_FEATURES).
     _C.CXR.MOBILENET.OUT_FEATURES = ["res3", "res4", "res5"]
+
+    add_clinical_config(cfg)  # cfg.CXR.CLINICAL
+    add_cxr_eval_config(cfg)  # cfg.TEST.CXR_EVAL
     return cfg

@@ -12,8 +12,8 @@ from cxr_det.data.dicom import (
     parse_patient_age,
     read_dicom,
     read_dicom_header,
-    write_dicom,
 )
+from cxr_det.data.synthetic.dicom_writer import write_dicom
 
 
 def linear_window(x, center, width, bits):

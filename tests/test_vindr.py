@@ -13,7 +13,7 @@ import cxr_det  # noqa: F401
 from cxr_det.data.datasets.common import DatasetFormatError
 from cxr_det.data.datasets.labels import VINDR_5_CLASSES, VINDR_KAGGLE_CLASSES
 from cxr_det.data.datasets.vindr import build_png_cache, is_val_image, load_vindr, register_vindr
-from cxr_det.data.dicom import write_dicom
+from cxr_det.data.synthetic.dicom_writer import write_dicom
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 

@@ -3,8 +3,8 @@
 The display pipeline is the one the DICOM standard prescribes for grayscale images:
 modality LUT / rescale slope and intercept, then the VOI LUT or window (both done by
 pydicom), then inversion of MONOCHROME1 so that bone is always bright, then a linear map
-onto 0..255. :func:`write_dicom` writes small uncompressed DICOMs for tests and
-synthetic datasets.
+onto 0..255.
+(Writing DICOMs, for tests and synthetic data: :mod:`cxr_det.data.synthetic.dicom_writer`.)
 """
 import logging
 import re
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -28,7 +26,6 @@ __all__ = [
     "read_dicom_header",
     "dicom_size",
     "parse_patient_age",
-    "write_dicom",
 ]
 
 logger = logging.getLogger(__name__)
@@ -224,47 +221,3 @@ def read_dicom(path) -> np.ndarray:
     if photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, **tags) -> Path:
-    """Write a small uncompressed single-frame grayscale DICOM (tests, synthetic datasets).
-
-    ``pixels``: 2-D unsigned integer array (stored as 16-bit unless it is uint8).
-    ``tags``: extra DICOM keywords set on the dataset (``WindowCenter=...``,
-    ``RescaleSlope=...``, ``PatientAge="065Y"``...). Returns the path written.
-    """
-    pixels = np.asarray(pixels)
-    if pixels.ndim != 2:
-        raise ValueError(f"write_dicom: pixels must be 2-D, got shape {pixels.shape}")
-    if pixels.dtype != np.uint8:
-        pixels = pixels.astype(np.uint16)
-    bits_allocated = pixels.dtype.itemsize * 8
-    bits_stored = bits_stored or bits_allocated
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = bits_allocated
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        ds.save_as(str(path), enforce_file_format=True)
-    except TypeError:  # pragma: no cover - pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
-    return path

@@ -81,7 +81,8 @@ class CXRDatasetMapper:
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         image_shape = image.shape[:2]
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        dataset_dict["image"] = torch.as_tensor(chw if chw.flags.writeable else chw.copy())
 
         if annos is not None:
             if not self.use_instance_mask:

@@ -7,11 +7,13 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from cxr_det.config import add_cxr_config
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.mapper import CXRDatasetMapper
-from cxr_det.evaluation import CXRCOCOEvaluator
+from cxr_det.evaluation import CXRDetectionEvaluator
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def setup(args):
     cfg = get_cxr_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_det", abbrev_name="cxr")
     register_from_config(cfg)
     check_num_classes(cfg)
     return cfg
@@ -64,15 +67,14 @@ def check_num_classes(cfg):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations) and COCO
-    evaluation with per-class AP50."""
+    """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations) and the
+    chest X-ray evaluator (COCO, VinBigData, IoBB, FROC, image-level; ``TEST.CXR_EVAL``)."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        return CXRCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
+        return CXRDetectionEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
 
     @classmethod
     def build_train_loader(cls, cfg):

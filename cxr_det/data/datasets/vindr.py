@@ -13,6 +13,7 @@ Decoding 15k full-size DICOMs every epoch is slow, so :func:`build_png_cache` (t
 """
 import hashlib
 import logging
+import multiprocessing
 import os
 import re
 from collections import defaultdict
@@ -609,7 +610,10 @@ def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS,
     failures, written = [], 0
     try:
         if workers and workers > 1 and len(tasks) > 1:
-            pool = ProcessPoolExecutor(max_workers=int(workers), initializer=_init_worker)
+            # "spawn": forking a process whose torch/OpenMP threads are running can deadlock.
+            pool = ProcessPoolExecutor(
+                max_workers=int(workers), initializer=_init_worker, mp_context=multiprocessing.get_context("spawn")
+            )
             results = pool.map(_convert_one, tasks, chunksize=8)
         else:
             pool, results = None, map(_convert_one, tasks)

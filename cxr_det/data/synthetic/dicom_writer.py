@@ -56,14 +56,15 @@ def write_dicom(
     patient_sex=None,
     view_position=None,
     extra_tags=None,
+    **tags,
 ):
     """Write ``pixels`` (2-D uint16, values < 2**bits_stored) as a DX DICOM at ``path``.
 
     ``window``: (center, width) in modality units, or None for no VOI tags.
     ``rescale``: (slope, intercept), or None for no rescale tags.
     ``pixel_spacing``: mm per pixel (float or (row, col) pair). ``patient_age`` is a DICOM
-    age string such as ``"065Y"``; ``None`` leaves a tag out. ``extra_tags``: more
-    keyword -> value pairs. Returns the path written.
+    age string such as ``"065Y"``; ``None`` leaves a tag out. ``extra_tags`` / ``tags``:
+    more DICOM keyword -> value pairs (``WindowCenter=[2048, 500]``). Returns the path written.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
@@ -114,7 +115,7 @@ def write_dicom(
     if window is not None:
         ds.WindowCenter = _ds(window[0])
         ds.WindowWidth = _ds(window[1])
-    for keyword, value in (extra_tags or {}).items():
+    for keyword, value in {**(extra_tags or {}), **tags}.items():
         setattr(ds, keyword, value)
     ds.PixelData = pixels.tobytes()
 

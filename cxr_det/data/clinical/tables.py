@@ -1,0 +1,355 @@
+"""Raw clinical records per image: MIMIC-IV-ED/MIMIC-IV for REFLACX, DICOM headers for VinDr, user CSVs.
+
+A clinical table is ``{image key: record}`` where a record is a dict of raw values as the
+files hold them (floats for numeric cells, strings for text such as ``"unable"``, NaN for
+blanks); cleaning happens later in :class:`~cxr_det.data.clinical.features.ClinicalFeaturizer`.
+:func:`attach_clinical` puts the records into detectron2 dataset dicts as ``record["clinical"]``.
+
+REFLACX has no ED stay id; following MDF-Net, each image is matched to the MIMIC-IV-ED stay of
+the same ``subject_id`` whose ``intime..outtime`` contains the image acquisition time
+(MIMIC-CXR-JPG ``StudyDate`` + ``StudyTime``), else to the stay nearest in time within a
+window (distance = gap between the acquisition time and the stay interval), else to none.
+"""
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_det.data.datasets.common import DatasetFormatError, SkipLog, dataset_root, read_csv
+from cxr_det.data.dicom import DicomReadError, read_dicom_header
+
+__all__ = [
+    "TRIAGE_FIELDS",
+    "MATCH_KINDS",
+    "load_reflacx_clinical",
+    "load_clinical_csv",
+    "vindr_clinical_from_dicom",
+    "load_vindr_clinical",
+    "load_clinical_table",
+    "attach_clinical",
+]
+
+logger = logging.getLogger(__name__)
+
+TRIAGE_FIELDS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity")
+MATCH_KINDS = ("inside", "nearest", "none")
+
+CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv"
+EDSTAYS = "mimic-iv-ed/ed/edstays.csv"
+TRIAGE = "mimic-iv-ed/ed/triage.csv"
+PATIENTS = "mimic-iv/hosp/patients.csv"
+REFLACX_METADATA = "reflacx/main_data/metadata_phase_{}.csv"
+
+_CXR_COLUMNS = ("dicom_id", "subject_id", "StudyDate", "StudyTime")
+_EDSTAYS_COLUMNS = ("subject_id", "stay_id", "intime", "outtime")
+_TRIAGE_COLUMNS = ("stay_id",) + TRIAGE_FIELDS
+_PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year")
+
+
+def _read(path, required, optional=()):
+    """Only the needed columns of a (possibly large) CSV, all as text; blanks are NaN."""
+    wanted = set(required) | set(optional)
+    return read_csv(path, required, usecols=lambda c: c in wanted, dtype=str)
+
+
+def _raw_values(series: pd.Series) -> pd.Series:
+    """Numeric cells as floats, other text kept as the stripped string, blanks NaN."""
+    text = series.str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    out = numbers.astype(object)
+    keep_text = numbers.isna() & text.notna() & (text != "")
+    out[keep_text] = text[keep_text]
+    return out
+
+
+def _ids(series: pd.Series) -> pd.Series:
+    """Integer ids (nullable) from text cells such as ``"10000032"`` or ``"10000032.0"``."""
+    numbers = pd.to_numeric(series, errors="coerce")
+    whole = numbers.notna() & (numbers == numbers.round())
+    return numbers.where(whole).astype("Int64")
+
+
+def _acquisition_times(date, time) -> pd.Series:
+    """Datetimes from MIMIC-CXR ``StudyDate`` (YYYYMMDD) and ``StudyTime`` (HHMMSS.fff).
+
+    ``StudyTime`` loses its leading zeros as a float (``52312.5`` is 05:23:12.5). Invalid
+    or missing parts give NaT.
+    """
+    days = pd.to_datetime(_ids(date).astype(str), format="%Y%m%d", errors="coerce")
+    t = pd.to_numeric(time, errors="coerce")
+    hours, minutes, seconds = t // 10000, (t // 100) % 100, t % 100
+    valid = (t >= 0) & (hours < 24) & (minutes < 60) & (seconds < 60)
+    offset = pd.to_timedelta((hours * 3600 + minutes * 60 + seconds).where(valid), unit="s")
+    return days + offset
+
+
+def _reflacx_dicom_ids(root: Path):
+    """dicom_ids of every REFLACX phase present (metadata_phase_{1,2,3}.csv)."""
+    ids, found = [], []
+    for phase in (1, 2, 3):
+        path = root / REFLACX_METADATA.format(phase)
+        if path.is_file():
+            found.append(path)
+            ids.extend(_read(path, ("dicom_id",))["dicom_id"].dropna().str.strip())
+    if not found:
+        raise DatasetFormatError(f"{root / REFLACX_METADATA.format('{1,2,3}')}: file not found (no REFLACX phase)")
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def _match_stays(images: pd.DataFrame, stays: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
+    """One row per image with the chosen ``stay_id``, ``match`` and ``gap`` (NaN when none).
+
+    Vectorised: images are paired with their subject's stays by a merge on ``subject_id``
+    (a few stays per subject), the gap to each stay interval is computed, and the best
+    candidate per image is kept: a containing stay first (the latest arrival if several),
+    then the smallest gap within ``window``.
+    """
+    pairs = images[["dicom_id", "subject_id", "time"]].merge(stays, on="subject_id", how="inner")
+    before = (pairs["intime"] - pairs["time"]).dt.total_seconds()
+    after = (pairs["time"] - pairs["outtime"]).dt.total_seconds()
+    pairs["gap"] = np.maximum(np.maximum(before, after), 0.0)
+    pairs = pairs[pairs["gap"].notna() & (pairs["gap"] <= window.total_seconds())]
+    pairs = pairs.sort_values(["dicom_id", "gap", "intime", "stay_id"], ascending=[True, True, False, True])
+    best = pairs.drop_duplicates("dicom_id")[["dicom_id", "stay_id", "gap", "stay_gender"]]
+    out = images.merge(best, on="dicom_id", how="left")
+    out["match"] = np.where(out["gap"].isna(), "none", np.where(out["gap"] == 0, "inside", "nearest"))
+    return out
+
+
+def _clean_stays(stays: pd.DataFrame, path: Path, skips: SkipLog) -> pd.DataFrame:
+    stays = stays.copy()
+    stays["subject_id"], stays["stay_id"] = _ids(stays["subject_id"]), _ids(stays["stay_id"])
+    stays["intime"] = pd.to_datetime(stays["intime"], errors="coerce", format="ISO8601")
+    stays["outtime"] = pd.to_datetime(stays["outtime"], errors="coerce", format="ISO8601")
+    bad = stays["subject_id"].isna() | stays["stay_id"].isna() | stays["intime"].isna()
+    for stay in stays.loc[bad, "stay_id"]:
+        skips.skip("ED stay without a valid subject_id/stay_id/intime (ignored)", f"stay_id {stay}")
+    stays = stays[~bad]
+    point = stays["outtime"].isna() | (stays["outtime"] < stays["intime"])
+    for stay in stays.loc[point, "stay_id"]:
+        skips.skip("ED stay without a valid outtime (taken as its intime)", f"stay_id {stay}")
+    stays.loc[point, "outtime"] = stays.loc[point, "intime"]
+    gender = stays["gender"] if "gender" in stays else pd.Series(np.nan, index=stays.index, dtype=object)
+    return stays.assign(stay_gender=gender)[["subject_id", "stay_id", "intime", "outtime", "stay_gender"]]
+
+
+def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
+    """``{dicom_id: raw clinical record}`` of REFLACX images from MIMIC-IV-ED and MIMIC-IV.
+
+    Args:
+        root: dataset root holding ``mimic-cxr-jpg/``, ``mimic-iv-ed/``, ``mimic-iv/`` (and
+            ``reflacx/`` when ``dicom_ids`` is None); default ``$CXR_DATASETS``/``./datasets``.
+        window_days: largest gap (days) between the image time and a stay not containing it.
+        dicom_ids: images to join; default every dicom_id of the REFLACX metadata.
+
+    Each record holds the triage values as the file has them (``temperature``,
+    ``heartrate``, ``resprate``, ``o2sat``, ``sbp``, ``dbp``, ``pain``, ``acuity``: floats,
+    text, or NaN, all NaN without a stay), ``chiefcomplaint``, ``age`` (anchor_age + study
+    year - anchor_year, NaN if the patient is unknown), ``gender`` (MIMIC-IV patients, else
+    the stay's), ``stay_id`` (int or None), ``match`` (``"inside"``, ``"nearest"``,
+    ``"none"``) and ``gap_hours`` (0 inside, None without a stay). Images absent from the
+    MIMIC-CXR-JPG metadata get no record (reported). Missing files or columns raise
+    :class:`DatasetFormatError`.
+    """
+    if window_days is None or not float(window_days) >= 0:
+        raise ValueError(f"load_reflacx_clinical: window_days must be >= 0, got {window_days!r}")
+    root = dataset_root(root)
+    for rel in (CXR_METADATA, EDSTAYS, TRIAGE, PATIENTS):
+        if not (root / rel).is_file():
+            raise DatasetFormatError(f"{root / rel}: file not found (needed for REFLACX clinical data)")
+    if dicom_ids is None:
+        wanted = _reflacx_dicom_ids(root)
+    else:
+        wanted = list(dict.fromkeys(str(i).strip() for i in dicom_ids))
+    skips = SkipLog("REFLACX clinical")
+
+    meta = _read(root / CXR_METADATA, _CXR_COLUMNS)
+    meta["dicom_id"] = meta["dicom_id"].str.strip()
+    meta = meta[meta["dicom_id"].isin(set(wanted))].drop_duplicates("dicom_id")
+    for dicom_id in sorted(set(wanted) - set(meta["dicom_id"])):
+        skips.skip(f"image not in {Path(CXR_METADATA).name} (no clinical record)", dicom_id)
+    images = pd.DataFrame({
+        "dicom_id": meta["dicom_id"],
+        "subject_id": _ids(meta["subject_id"]),
+        "time": _acquisition_times(meta["StudyDate"], meta["StudyTime"]),
+        "year": pd.to_datetime(_ids(meta["StudyDate"]).astype(str), format="%Y%m%d", errors="coerce").dt.year,
+    }).reset_index(drop=True)
+    for dicom_id in images.loc[images["time"].isna(), "dicom_id"]:
+        skips.skip("no valid StudyDate/StudyTime (no ED stay matched)", dicom_id)
+    subjects = set(images["subject_id"].dropna())
+
+    stays = _read(root / EDSTAYS, _EDSTAYS_COLUMNS, optional=("gender",))
+    stays = stays[_ids(stays["subject_id"]).isin(subjects).to_numpy()]
+    stays = _clean_stays(stays, root / EDSTAYS, skips)
+    matched = _match_stays(images, stays, pd.Timedelta(days=float(window_days)))
+
+    triage = _read(root / TRIAGE, _TRIAGE_COLUMNS, optional=("chiefcomplaint",))
+    triage["stay_id"] = _ids(triage["stay_id"])
+    triage = triage[triage["stay_id"].isin(set(matched["stay_id"].dropna()))].drop_duplicates("stay_id")
+    for name in TRIAGE_FIELDS:
+        triage[name] = _raw_values(triage[name])
+    matched = matched.merge(triage.drop(columns=["subject_id"], errors="ignore"), on="stay_id", how="left")
+    no_triage = matched["stay_id"].notna() & ~matched["stay_id"].isin(set(triage["stay_id"]))
+    for stay in matched.loc[no_triage, "stay_id"]:
+        skips.skip("matched stay absent from triage.csv (vitals missing)", f"stay_id {stay}")
+
+    patients = _read(root / PATIENTS, _PATIENTS_COLUMNS)
+    patients["subject_id"] = _ids(patients["subject_id"])
+    patients = patients[patients["subject_id"].isin(subjects)].drop_duplicates("subject_id")
+    patients["anchor_age"] = pd.to_numeric(patients["anchor_age"], errors="coerce")
+    patients["anchor_year"] = pd.to_numeric(patients["anchor_year"], errors="coerce")
+    matched = matched.merge(patients, on="subject_id", how="left")
+    for subject in matched.loc[matched["anchor_age"].isna(), "subject_id"]:
+        skips.skip("subject absent from patients.csv or no anchor_age (age unknown)", f"subject_id {subject}")
+    age = matched["anchor_age"] + matched["year"] - matched["anchor_year"]
+    gender = matched["gender"].where(matched["gender"].notna(), matched["stay_gender"])
+
+    table = {}
+    for k, row in enumerate(matched.itertuples(index=False)):
+        stay = row.stay_id
+        record = {name: getattr(row, name) for name in TRIAGE_FIELDS}
+        complaint = getattr(row, "chiefcomplaint", np.nan)
+        record.update(
+            age=float(age.iloc[k]) if pd.notna(age.iloc[k]) else math.nan,
+            gender=None if pd.isna(gender.iloc[k]) else str(gender.iloc[k]).strip(),
+            chiefcomplaint=None if pd.isna(complaint) else str(complaint),
+            stay_id=None if pd.isna(stay) else int(stay),
+            match=row.match,
+            gap_hours=None if pd.isna(row.gap) else float(row.gap) / 3600.0,
+        )
+        for name in TRIAGE_FIELDS:
+            if record[name] is None or record[name] is pd.NA:
+                record[name] = math.nan
+        table[row.dicom_id] = record
+    skips.report(logger)
+    kinds = pd.Series([r["match"] for r in table.values()]).value_counts()
+    logger.info(
+        "REFLACX clinical: %d image(s): %d inside an ED stay, %d nearest stay within %s day(s), %d without a stay",
+        len(table), kinds.get("inside", 0), kinds.get("nearest", 0), window_days, kinds.get("none", 0),
+    )
+    return table
+
+
+def load_clinical_csv(path, key="dicom_id") -> dict:
+    """``{key value: {column: raw value}}`` from a user CSV with one row per image.
+
+    Any columns; numeric cells become floats, other text stays a string, blanks NaN. Rows
+    with a blank key are skipped (reported); a duplicate key raises
+    :class:`DatasetFormatError` (which row to use would be a guess).
+    """
+    path = Path(path)
+    frame = read_csv(path, (key,), dtype=str)
+    keys = frame[key].str.strip()
+    blank = keys.isna() | (keys == "")
+    if blank.any():
+        logger.warning("%s: %d row(s) with a blank %r skipped", path, int(blank.sum()), key)
+    frame, keys = frame[~blank], keys[~blank]
+    dupes = keys[keys.duplicated()].unique()
+    if len(dupes):
+        raise DatasetFormatError(f"{path}: duplicate {key} value(s) {list(dupes[:5])} (one row per image expected)")
+    columns = [c for c in frame.columns if c != key]
+    values = {c: _raw_values(frame[c]).tolist() for c in columns}
+    table = {}
+    for i, k in enumerate(keys):
+        table[k] = {c: (math.nan if values[c][i] is None else values[c][i]) for c in columns}
+    logger.info("%s: clinical records of %d image(s), columns %s", path, len(table), columns)
+    return table
+
+
+def vindr_clinical_from_dicom(path) -> dict:
+    """``{"age", "gender", "patient_age_raw"}`` of a VinDr DICOM's header.
+
+    ``age`` in years (``065Y`` -> 65, ``040M`` -> 3.33), NaN when missing, garbled or zero
+    (``000Y`` is the usual placeholder for unknown); ``gender`` ``"M"``/``"F"``/``"O"`` or None.
+    """
+    header = read_dicom_header(path)
+    age = header["patient_age_years"]
+    return {
+        "age": float(age) if age else math.nan,
+        "gender": header["patient_sex"],
+        "patient_age_raw": header["patient_age_raw"],
+    }
+
+
+def load_vindr_clinical(root=None, image_ids=None) -> dict:
+    """``{image_id: record}`` from the headers of ``vindr-cxr/{train,test}/<image_id>.dicom``.
+
+    ``image_ids``: only these images (default all). Unreadable DICOMs are skipped (reported).
+    """
+    base = dataset_root(root) / "vindr-cxr"
+    folders = [base / f for f in ("train", "test") if (base / f).is_dir()]
+    if not folders:
+        raise DatasetFormatError(f"{base}/train, {base}/test: folder not found (VinDr-CXR DICOMs)")
+    wanted = None if image_ids is None else {str(i) for i in image_ids}
+    skips = SkipLog("VinDr-CXR clinical")
+    table = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.dicom")):
+            if (wanted is None or path.stem in wanted) and path.stem not in table:
+                try:
+                    table[path.stem] = vindr_clinical_from_dicom(path)
+                except DicomReadError as e:
+                    skips.skip("unreadable DICOM header", str(e))
+    for image_id in sorted((wanted or set()) - set(table)):
+        skips.skip("no DICOM for image", image_id)
+    skips.report(logger)
+    return table
+
+
+def load_clinical_table(source, dataset, root=None, window_days=7, keys=None):
+    """``(table, record key)`` for ``cfg.CXR.CLINICAL.SOURCE`` and a dataset name.
+
+    ``source``: ``"mimic-iv-ed"`` (REFLACX), ``"dicom"`` (VinDr headers), or the path of a
+    CSV keyed by ``dicom_id`` (VinDr: ``image_id`` if the CSV has that column). ``keys``:
+    image keys to load (default all). The record key is the dataset dict field to join on.
+    """
+    dataset = str(dataset).lower()
+    if dataset not in ("reflacx", "vindr"):
+        raise ValueError(f"clinical data: unknown dataset {dataset!r} (reflacx or vindr)")
+    record_key = "dicom_id" if dataset == "reflacx" else "vindr_image_id"
+    if source == "mimic-iv-ed":
+        if dataset != "reflacx":
+            raise ValueError("clinical SOURCE 'mimic-iv-ed' applies to REFLACX only (VinDr: 'dicom' or a CSV)")
+        return load_reflacx_clinical(root, window_days=window_days, dicom_ids=keys), record_key
+    if source == "dicom":
+        if dataset != "vindr":
+            raise ValueError("clinical SOURCE 'dicom' applies to VinDr-CXR only (MIMIC-CXR headers hold no age)")
+        return load_vindr_clinical(root, image_ids=keys), record_key
+    path = Path(str(source)).expanduser()
+    if not str(source) or path.suffix.lower() != ".csv":
+        raise ValueError(f"clinical SOURCE must be 'mimic-iv-ed', 'dicom' or the path of a .csv file, got {source!r}")
+    csv_key = "dicom_id"
+    if dataset == "vindr" and path.is_file() and "image_id" in pd.read_csv(path, nrows=0).columns:
+        csv_key = "image_id"
+    return load_clinical_csv(path, key=csv_key), record_key
+
+
+def attach_clinical(records, table, key="dicom_id") -> dict:
+    """Set ``record["clinical"]`` of each dataset dict to a copy of ``table[record[key]]``.
+
+    Records without an entry are kept, with ``clinical`` None (featurizers impute them
+    entirely and flag every value missing). Returns ``{"total", "with_clinical",
+    "without_clinical"}`` and warns once when some images have none.
+    """
+    table = {str(k): v for k, v in table.items()}
+    with_clinical = 0
+    examples = []
+    for record in records:
+        value = record.get(key)
+        raw = table.get(str(value)) if value is not None else None
+        record["clinical"] = dict(raw) if raw is not None else None
+        if raw is not None:
+            with_clinical += 1
+        elif len(examples) < 3:
+            examples.append(str(value))
+    counts = {"total": len(records), "with_clinical": with_clinical, "without_clinical": len(records) - with_clinical}
+    if counts["without_clinical"]:
+        logger.warning(
+            "clinical data: %d of %d image(s) have no record (kept, clinical=None; e.g. %s=%s)",
+            counts["without_clinical"], counts["total"], key, ", ".join(examples),
+        )
+    else:
+        logger.info("clinical data attached to all %d image(s)", counts["total"])
+    return counts

@@ -1,0 +1,190 @@
+"""COCO metrics (AP, AP50, AP75, APs/m/l, per-class AP and AP50) on in-memory data.
+
+The COCOeval run is pycocotools' official one or faster-coco-eval's C++ one (the same
+numbers, several times faster); the metrics are derived from it by
+:class:`~cxr_det.evaluation.coco.CXRCOCOEvaluator`, so the keys, NaN rules and logged
+tables are exactly those of the training-time evaluator.
+"""
+import contextlib
+import io
+import logging
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from detectron2.structures import BoxMode
+
+from .coco import CXRCOCOEvaluator
+
+__all__ = ["records_to_coco", "predictions_to_coco_results", "faster_coco_eval_available", "coco_metrics"]
+
+logger = logging.getLogger(__name__)
+
+MAX_DETS = [1, 10, 100]  # COCO's standard limits (AP uses the last)
+
+
+def faster_coco_eval_available() -> bool:
+    """Whether the ``faster_coco_eval`` package can be imported."""
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _polygon_area(polygons) -> float:
+    area = 0.0
+    for poly in polygons:
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        area += 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return area
+
+
+def _annotation_area(anno: dict, xywh, height: int, width: int) -> float:
+    """COCO ``area`` as detectron2's converter computes it: the mask's when there is one."""
+    if "area" in anno:
+        return float(anno["area"])
+    seg = anno.get("segmentation")
+    if isinstance(seg, list) and seg:
+        return _polygon_area(seg)
+    if isinstance(seg, dict):
+        rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg
+        return float(mask_util.area(rle))
+    return float(xywh[2] * xywh[3])
+
+
+def records_to_coco(records: Sequence[dict], class_names: Sequence[str]) -> dict:
+    """detectron2 dataset dicts -> a COCO ground-truth dict whose category ids are the
+    contiguous class indices (as the predictions use them)."""
+    images, annotations = [], []
+    for rec in records:
+        h, w = int(rec.get("height", 0)), int(rec.get("width", 0))
+        images.append({"id": rec["image_id"], "height": h, "width": w, "file_name": str(rec.get("file_name", ""))})
+        for anno in rec.get("annotations", []):
+            mode = anno.get("bbox_mode", BoxMode.XYXY_ABS)
+            xywh = BoxMode.convert(list(map(float, anno["bbox"])), mode, BoxMode.XYWH_ABS)
+            entry = {
+                "id": len(annotations) + 1,
+                "image_id": rec["image_id"],
+                "category_id": int(anno["category_id"]),
+                "bbox": [float(v) for v in xywh],
+                "area": _annotation_area(anno, xywh, h, w),
+                "iscrowd": int(anno.get("iscrowd", 0)),
+            }
+            if anno.get("segmentation"):
+                entry["segmentation"] = anno["segmentation"]
+            annotations.append(entry)
+    categories = [{"id": i, "name": name} for i, name in enumerate(class_names)]
+    return {"info": {}, "images": images, "annotations": annotations, "categories": categories}
+
+
+def predictions_to_coco_results(predictions: Sequence[dict]) -> List[dict]:
+    """Per-image prediction dicts (``boxes`` XYXY, ``scores``, ``classes``, optional
+    ``segmentations`` RLEs) -> COCO detection results (XYWH boxes)."""
+    results = []
+    for pred in predictions:
+        boxes = np.asarray(pred.get("boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+        segms = pred.get("segmentations")
+        for k, (box, score, cls) in enumerate(zip(boxes, pred.get("scores", []), pred.get("classes", []))):
+            entry = {
+                "image_id": pred["image_id"],
+                "category_id": int(cls),
+                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                "score": float(score),
+            }
+            if segms is not None and segms[k] is not None:
+                entry["segmentation"] = segms[k]
+            results.append(entry)
+    return results
+
+
+class _COCOResultDeriver(CXRCOCOEvaluator):
+    """CXRCOCOEvaluator used only for its metric derivation, on a COCOeval run elsewhere.
+
+    ``_derive_coco_results`` needs nothing of the evaluator but its logger (detectron2's
+    COCOEvaluator logger, so the tables land where training logs show them), so the
+    dataset-loading constructor is deliberately skipped.
+    """
+
+    def __init__(self):
+        self._logger = logging.getLogger("detectron2.evaluation.coco_evaluation")
+
+
+def _fresh(coco_gt: dict) -> dict:
+    """A copy that COCO's APIs may change: they only set top-level keys of the entries."""
+    out = dict(coco_gt)
+    for key in ("images", "annotations", "categories"):
+        out[key] = [dict(entry) for entry in coco_gt.get(key, [])]
+    return out
+
+
+def _run_cocoeval(coco_gt: dict, results: List[dict], iou_type: str, use_faster: bool):
+    if use_faster:
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        gt_api = FasterCOCO(_fresh(coco_gt), print_function=logger.debug)
+        dt_api = gt_api.loadRes(results)
+        coco_eval = COCOeval_faster(gt_api, dt_api, iou_type, print_function=logger.debug)
+        coco_eval.params.maxDets = list(MAX_DETS)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+        return coco_eval
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()) as captured:
+        gt_api = COCO()
+        gt_api.dataset = _fresh(coco_gt)
+        gt_api.createIndex()
+        dt_api = gt_api.loadRes(results)
+        coco_eval = COCOeval(gt_api, dt_api, iou_type)
+        coco_eval.params.maxDets = list(MAX_DETS)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    logger.debug("pycocotools COCOeval (%s):\n%s", iou_type, captured.getvalue())
+    return coco_eval
+
+
+def coco_metrics(
+    coco_gt: dict,
+    coco_results: Sequence[dict],
+    class_names: Sequence[str],
+    tasks: Optional[Sequence[str]] = None,
+    use_faster_coco_eval: bool = True,
+) -> Dict[str, Dict[str, float]]:
+    """COCO metrics per task ("bbox", "segm"), in percent, keyed like CXRCOCOEvaluator.
+
+    ``tasks=None``: "bbox", plus "segm" when the results carry segmentations and every GT
+    annotation has one. ``use_faster_coco_eval`` uses faster-coco-eval when installed
+    (else pycocotools, with a log line). No results at all gives NaN metrics, as in
+    detectron2.
+    """
+    use_faster = bool(use_faster_coco_eval) and faster_coco_eval_available()
+    if use_faster_coco_eval and not use_faster:
+        logger.info("faster_coco_eval is not installed: using pycocotools' COCOeval")
+    if tasks is None:
+        tasks = ["bbox"]
+        if any("segmentation" in r for r in coco_results):
+            if all("segmentation" in a for a in coco_gt["annotations"]):
+                tasks.append("segm")
+            else:
+                logger.warning("predictions have masks but some ground truth has no segmentation: no segm metrics")
+    deriver = _COCOResultDeriver()
+    out = OrderedDict()
+    for task in tasks:
+        results = [dict(r) for r in coco_results]  # loadRes adds keys to them
+        if task == "segm":
+            results = [r for r in results if "segmentation" in r]
+            for r in results:
+                r.pop("bbox", None)  # let COCO use the mask area, as detectron2 does
+        coco_eval = _run_cocoeval(coco_gt, results, task, use_faster) if results else None
+        logger.info("COCO %s evaluated with %s", task, "faster-coco-eval" if use_faster else "pycocotools")
+        out[task] = deriver._derive_coco_results(coco_eval, task, class_names=list(class_names))
+    return out
