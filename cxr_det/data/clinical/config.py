@@ -25,4 +25,10 @@ def add_clinical_config(cfg):
     # REFLACX: an image outside every ED stay of its patient is matched to the stay nearest in
     # time if the gap is at most this many days (integer); 0 keeps only containing stays.
     _C.CLINICAL.MATCH_WINDOW_DAYS = 7
+    # Normalisation statistics and vocabularies (JSON written by training). Empty: fit them on
+    # DATASETS.TRAIN and write OUTPUT_DIR/clinical_stats.json; they are also kept in checkpoints.
+    _C.CLINICAL.STATS_FILE = ""
+    # Embedding table size of each categorical feature (vocabulary + 1 for unknown). Filled from
+    # the statistics when training starts; stored in OUTPUT_DIR/config.yaml for evaluation.
+    _C.CLINICAL.CATEGORICAL_SIZES = []
     return cfg
