@@ -11,6 +11,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from cxr_det.data.albumentations import apply_albumentations, build_albumentations
+from cxr_det.data.clinical.pipeline import clinical_tensors, load_featurizer
 from cxr_det.data.image_io import read_image
 
 __all__ = ["CXRDatasetMapper"]
@@ -23,7 +24,8 @@ class CXRDatasetMapper:
     the configured albumentations transforms to image, boxes and polygon masks together,
     then detectron2's augmentations (resize, flip), and converts the annotations with
     detectron2's own ``transform_instance_annotations`` / ``annotations_to_instances``.
-    Keys that are not detectron2's (identifiers, clinical records) pass through untouched.
+    With a clinical featurizer, the raw ``clinical`` record becomes the model's tensors
+    (``numeric``, ``missing``, ``categorical``); other keys pass through untouched.
     """
 
     @configurable
@@ -37,6 +39,7 @@ class CXRDatasetMapper:
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
+        clinical_featurizer=None,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -45,6 +48,7 @@ class CXRDatasetMapper:
         self.use_instance_mask = use_instance_mask
         self.instance_mask_format = instance_mask_format
         self.recompute_boxes = recompute_boxes
+        self.clinical_featurizer = clinical_featurizer
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[CXRDatasetMapper] {mode}: augmentations {augmentations}, albumentations {albumentations}"
@@ -63,10 +67,13 @@ class CXRDatasetMapper:
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             "recompute_boxes": cfg.MODEL.MASK_ON and cfg.INPUT.CROP.ENABLED and is_train,
+            "clinical_featurizer": load_featurizer(cfg) if cfg.CXR.CLINICAL.ENABLED else None,
         }
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
+        if self.clinical_featurizer is not None:
+            dataset_dict["clinical"] = clinical_tensors(self.clinical_featurizer, dataset_dict.get("clinical"))
         image = read_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         annos = dataset_dict.pop("annotations", None)

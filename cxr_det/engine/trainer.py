@@ -3,6 +3,7 @@ import logging
 import os
 
 import torch
+from fvcore.nn import parameter_count_table
 
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -11,6 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from cxr_det.config import add_cxr_config
+from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer, prepare_clinical
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.mapper import CXRDatasetMapper
 from cxr_det.evaluation import CXRDetectionEvaluator
@@ -41,13 +43,19 @@ def adapt_to_device(cfg):
 
 
 def setup(args):
-    """``train_net``'s set-up: config from ``--config-file`` and opts, logging, dataset registration."""
+    """``train_net``'s set-up: config from ``--config-file`` and opts, logging, dataset
+    registration, and (with clinical data) the training split's clinical statistics."""
     cfg = get_cxr_cfg(args.config_file, args.opts)
-    cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_det", abbrev_name="cxr")
     register_from_config(cfg)
     check_num_classes(cfg)
+    if cfg.CXR.CLINICAL.ENABLED:
+        prepare_clinical(cfg, training=not args.eval_only)
+        if comm.is_main_process():
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+    cfg.freeze()
     return cfg
 
 
@@ -69,6 +77,18 @@ def check_num_classes(cfg):
 class Trainer(DefaultTrainer):
     """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations) and the
     chest X-ray evaluator (COCO, VinBigData, IoBB, FROC, image-level; ``TEST.CXR_EVAL``)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.CXR.CLINICAL.ENABLED:
+            # The statistics travel in every checkpoint, next to the weights they belong to.
+            self.checkpointer.checkpointables[CHECKPOINT_KEY] = load_featurizer(cfg)
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        logger.info("Parameters per module:\n" + parameter_count_table(model, max_depth=3))
+        return model
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

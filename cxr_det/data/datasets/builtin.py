@@ -62,10 +62,22 @@ def vindr_options(cfg):
 
 
 def register_from_config(cfg):
-    """(Re-)register every split with the dataset root and options of ``cfg.CXR``."""
+    """(Re-)register every split with the dataset root and options of ``cfg.CXR``.
+
+    With ``CXR.CLINICAL.ENABLED`` each record also carries its raw clinical record.
+    """
     root = cfg.CXR.DATASET_ROOT or None
     register_reflacx_splits(root, **reflacx_options(cfg))
     register_vindr_splits(root, **vindr_options(cfg))
+    if cfg.CXR.CLINICAL.ENABLED:
+        from cxr_det.data.clinical.pipeline import with_clinical
+
+        for dataset in ("reflacx", "vindr"):
+            for split in SPLITS:
+                name = f"{dataset}_{split}"
+                load = DatasetCatalog[name]
+                DatasetCatalog.remove(name)
+                DatasetCatalog.register(name, with_clinical(load, cfg, dataset, dataset_root(root)))
 
 
 def register_all_defaults():

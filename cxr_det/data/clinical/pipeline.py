@@ -1,0 +1,101 @@
+"""Clinical data through training and evaluation: attach raw records, fit or reload statistics.
+
+Raw records ride on the dataset dicts (``record["clinical"]``); the mapper turns them into
+tensors with a :class:`ClinicalFeaturizer` whose statistics come from the training split
+only. Training writes them to ``OUTPUT_DIR/clinical_stats.json`` (and into every
+checkpoint); evaluation and inference reload them unchanged.
+"""
+import functools
+import logging
+import os
+
+import torch
+
+from detectron2.data import DatasetCatalog
+
+from cxr_det.data.clinical.features import ClinicalFeaturizer
+from cxr_det.data.clinical.tables import attach_clinical, load_clinical_table
+
+logger = logging.getLogger(__name__)
+
+STATS_FILE_NAME = "clinical_stats.json"
+CHECKPOINT_KEY = "clinical_featurizer"
+
+
+@functools.lru_cache(maxsize=8)
+def _table(source, dataset, root, window_days):
+    return load_clinical_table(source, dataset, root=root, window_days=window_days)
+
+
+def with_clinical(load_fn, cfg, dataset, root):
+    """Wrap a registrar's load function so that its records carry ``clinical`` raw records."""
+    source = cfg.CXR.CLINICAL.SOURCE
+    window = cfg.CXR.CLINICAL.MATCH_WINDOW_DAYS
+    root = str(root) if root else None
+
+    def load():
+        records = load_fn()
+        table, key = _table(source, dataset, root, window)
+        attach_clinical(records, table, key=key)
+        return records
+
+    return load
+
+
+def _stats_candidates(cfg):
+    if cfg.CXR.CLINICAL.STATS_FILE:
+        yield cfg.CXR.CLINICAL.STATS_FILE
+    if cfg.MODEL.WEIGHTS and os.path.isfile(cfg.MODEL.WEIGHTS):
+        yield os.path.join(os.path.dirname(cfg.MODEL.WEIGHTS), STATS_FILE_NAME)
+
+
+def load_featurizer(cfg):
+    """The fitted featurizer for a config: from ``STATS_FILE``, beside ``MODEL.WEIGHTS``, or
+    from the checkpoint itself; raises if none has statistics."""
+    for path in _stats_candidates(cfg):
+        if os.path.isfile(path):
+            return ClinicalFeaturizer.load(path)
+    weights = cfg.MODEL.WEIGHTS
+    if weights and os.path.isfile(weights) and weights.endswith(".pth"):
+        state = torch.load(weights, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
+        if state:
+            featurizer = ClinicalFeaturizer.from_config(cfg)
+            featurizer.load_state_dict(state)
+            return featurizer
+    raise FileNotFoundError(
+        "CXR.CLINICAL.ENABLED needs the training split's clinical statistics: set "
+        f"CXR.CLINICAL.STATS_FILE (looked at {list(_stats_candidates(cfg)) or 'nothing'}), or "
+        "load MODEL.WEIGHTS from a checkpoint written by a clinical training run"
+    )
+
+
+def prepare_clinical(cfg, training):
+    """Fit (training, no STATS_FILE) or reload the statistics; fill STATS_FILE and
+    CATEGORICAL_SIZES in the (unfrozen) config. Returns the featurizer."""
+    if training and not cfg.CXR.CLINICAL.STATS_FILE:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("CXR.CLINICAL.ENABLED: DATASETS.TRAIN is empty, so there is nothing to fit statistics on")
+        featurizer = ClinicalFeaturizer.from_config(cfg)
+        records = [r.get("clinical") for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
+        featurizer.fit(records, dataset="+".join(cfg.DATASETS.TRAIN))
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        path = os.path.join(cfg.OUTPUT_DIR, STATS_FILE_NAME)
+        featurizer.save(path)
+        logger.info(f"clinical statistics of {list(cfg.DATASETS.TRAIN)} written to {path}")
+        cfg.CXR.CLINICAL.STATS_FILE = path
+    else:
+        featurizer = load_featurizer(cfg)
+    cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [int(n) for n in featurizer.categorical_cardinalities]
+    for name in cfg.DATASETS.TEST:
+        featurizer.transform_many([r.get("clinical") for r in DatasetCatalog.get(name)], dataset=name)
+    return featurizer
+
+
+def clinical_tensors(featurizer, raw):
+    """The model's ``clinical`` input for one image (``raw`` None: no record at all)."""
+    numeric, missing, categorical = featurizer.transform(raw)
+    return {
+        "numeric": torch.as_tensor(numeric, dtype=torch.float32),
+        "missing": torch.as_tensor(missing, dtype=torch.float32),
+        "categorical": torch.as_tensor(categorical, dtype=torch.int64),
+    }
