@@ -226,6 +226,44 @@ def _numpy_in_weights_only_checkpoints():
     return True
 
 
+def _export_without_caffe2():
+    """``detectron2.export`` imports ``caffe2``, which torch 2 no longer ships.
+
+    Its package is assembled from the modules that do not need Caffe2 (``TracingAdapter``,
+    used by FLOP counting, and the TorchScript helpers); the Caffe2 exporters raise an
+    error that says why.
+    """
+    if "detectron2.export" in sys.modules or importlib.util.find_spec("caffe2") is not None:
+        return False
+    spec = importlib.util.find_spec("detectron2.export")
+    if spec is None:
+        return False
+    package = types.ModuleType("detectron2.export")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MissingExtensionError(
+            f"detectron2.export.{name} needs Caffe2, which torch 2 no longer ships; "
+            "TracingAdapter and the TorchScript helpers are available"
+        )
+
+    package.__getattr__ = __getattr__
+    sys.modules["detectron2.export"] = package
+    try:
+        flatten = importlib.import_module("detectron2.export.flatten")
+        torchscript = importlib.import_module("detectron2.export.torchscript")
+    except Exception:
+        del sys.modules["detectron2.export"]
+        raise
+    package.TracingAdapter = flatten.TracingAdapter
+    package.scripting_with_instances = torchscript.scripting_with_instances
+    package.dump_torchscript_IR = torchscript.dump_torchscript_IR
+    return True
+
+
 _FIXES = (
     _pillow_linear,
     _missing_extension,
@@ -235,6 +273,7 @@ _FIXES = (
     _legacy_mask_paste,
     _scheduler_state_for_torch2,
     _numpy_in_weights_only_checkpoints,
+    _export_without_caffe2,
 )
 
 

@@ -158,3 +158,19 @@ def test_amp_is_turned_off_on_cpu():
     cfg = get_cxr_cfg(opts=["SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cpu"])
     assert cfg.SOLVER.AMP.ENABLED is False
     assert cxr_det.__version__
+
+
+def test_export_without_caffe2_still_counts_flops():
+    import importlib.util
+
+    if importlib.util.find_spec("caffe2") is not None:
+        pytest.skip("caffe2 is installed")
+    import detectron2.export as export
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    assert export.TracingAdapter is not None
+    with pytest.raises(compat.MissingExtensionError, match="Caffe2"):
+        export.Caffe2Tracer
+    model = torch.nn.Conv2d(1, 2, 3)
+    flops = FlopCountAnalysis(model, (torch.zeros(1, 1, 8, 8),))
+    assert flops.total() == 2 * 1 * 9 * 6 * 6

@@ -1,0 +1,167 @@
+"""Training curves from detectron2's ``metrics.json`` (one JSON object per line, JSONWriter).
+
+Figures are drawn with matplotlib's object API on the Agg canvas, never through pyplot, so
+plotting works headless and leaves pyplot's global state alone.
+"""
+import fnmatch
+import json
+import logging
+import math
+import os
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Sequence, Tuple
+
+__all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "metric_series", "plot_training_curves"]
+
+logger = logging.getLogger(__name__)
+
+# Summary metrics of cxr_det's protocols; "*" lets a dataset-name prefix through, per-class
+# entries ("AP-Nodule") are left out.
+DEFAULT_METRIC_PATTERNS = (
+    "*bbox/AP", "*bbox/AP50", "*bbox/AP75", "*segm/AP", "*segm/AP50",
+    "*vinbigdata/mAP*", "*iobb/AP", "*iobb/AR", "*froc/CPM*", "*image/AUC", "*image/AP",
+)
+FIGSIZE = (9.0, 5.0)
+METRIC_PANEL_HEIGHT = 3.5
+DPI = 100
+
+
+def load_metrics(path: str) -> List[dict]:
+    """The records of a ``metrics.json``; lines that are not a JSON object (a run killed
+    mid-write) are skipped with a warning."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"metrics file {path!r} does not exist: detectron2's JSONWriter writes it as "
+            f"OUTPUT_DIR/metrics.json during training"
+        )
+    records = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning(f"{path}:{lineno}: not valid JSON, skipped")
+                continue
+            if isinstance(record, dict) and "iteration" in record:
+                records.append(record)
+    return records
+
+
+def metric_series(records: Sequence[dict]) -> Dict[str, Tuple[List[int], List[float]]]:
+    """``{key: (iterations, values)}`` sorted by iteration, finite numbers only.
+
+    A resumed run appends to the same file and repeats iterations: the later line wins.
+    """
+    points = defaultdict(dict)
+    for record in records:
+        it = int(record["iteration"])
+        for key, value in record.items():
+            if key == "iteration" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                points[key][it] = float(value)
+            else:
+                points[key].pop(it, None)
+    return OrderedDict(
+        (key, ([i for i in sorted(p)], [p[i] for i in sorted(p)])) for key, p in sorted(points.items()) if p
+    )
+
+
+def _is_loss(key: str) -> bool:
+    key = key[len("val_"):] if key.startswith("val_") else key
+    return key == "total_loss" or key.startswith("loss_")
+
+
+def _figure(height: float, rows: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(FIGSIZE[0], height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(rows, 1, r + 1) for r in range(rows)]
+
+
+def _finish(fig, path: str) -> str:
+    for ax in fig.axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot_losses(series, path: str) -> str:
+    """Training losses as lines, validation losses dashed with markers, one colour per loss."""
+    fig, (ax,) = _figure(FIGSIZE[1])
+    names = sorted({k[len("val_"):] if k.startswith("val_") else k for k in series})
+    names.sort(key=lambda n: n != "total_loss")
+    for color, name in enumerate(names):
+        style = {"color": f"C{color % 10}", "linewidth": 2.0 if name == "total_loss" else 1.2}
+        if name in series:
+            ax.plot(*series[name], label=name, **style)
+        if "val_" + name in series:
+            ax.plot(*series["val_" + name], linestyle="--", marker="o", markersize=3, label="val_" + name, **style)
+    ax.set_title("losses")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    return _finish(fig, path)
+
+
+def _plot_metrics(series, path: str) -> str:
+    """One panel per protocol (the key without its last part: "bbox", "froc", "<dataset>/bbox")."""
+    groups = OrderedDict()
+    for key in series:
+        groups.setdefault(key.rpartition("/")[0], []).append(key)
+    fig, axes = _figure(METRIC_PANEL_HEIGHT * len(groups), rows=len(groups))
+    for ax, (group, keys) in zip(axes, groups.items()):
+        for key in keys:
+            ax.plot(*series[key], marker="o", markersize=3, label=key.rpartition("/")[2])
+        ax.set_title(group)
+        ax.set_ylabel("value")
+    axes[-1].set_xlabel("iteration")
+    return _finish(fig, path)
+
+
+def _plot_lr(series, path: str) -> str:
+    fig, (ax,) = _figure(FIGSIZE[1] * 0.6)
+    ax.plot(*series, color="C0")
+    ax.set_title("learning rate")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("lr")
+    return _finish(fig, path)
+
+
+def plot_training_curves(
+    metrics_file: str, output_dir: str, metric_patterns: Sequence[str] = DEFAULT_METRIC_PATTERNS
+) -> Dict[str, str]:
+    """Write ``training_losses.png``, ``training_metrics.png`` and ``training_lr.png`` to
+    ``output_dir`` from ``metrics_file``; a figure without data is not written.
+
+    Args:
+        metric_patterns: ``fnmatch`` patterns of the evaluation metrics to draw.
+
+    Returns:
+        ``{"losses" | "metrics" | "lr": path}`` of the figures written.
+    """
+    series = metric_series(load_metrics(metrics_file))
+    os.makedirs(output_dir, exist_ok=True)
+    written = {}
+    losses = OrderedDict((k, v) for k, v in series.items() if _is_loss(k))
+    if losses:
+        written["losses"] = _plot_losses(losses, os.path.join(output_dir, "training_losses.png"))
+    metrics = OrderedDict(
+        (k, v) for k, v in series.items() if any(fnmatch.fnmatchcase(k, p) for p in metric_patterns)
+    )
+    if metrics:
+        written["metrics"] = _plot_metrics(metrics, os.path.join(output_dir, "training_metrics.png"))
+    if "lr" in series:
+        written["lr"] = _plot_lr(series["lr"], os.path.join(output_dir, "training_lr.png"))
+    if not written:
+        logger.warning(f"{metrics_file}: no losses, metrics or learning rate to plot")
+    else:
+        logger.info(f"Training curves written to {', '.join(written.values())}")
+    return written

@@ -1,0 +1,120 @@
+"""Command-line tools on synthetic data: COCO export, drawings, prediction on a DICOM."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import cxr_det  # noqa: F401
+import cxr_det.modeling  # noqa: F401
+from cxr_det.data.datasets.builtin import register_all_defaults
+from cxr_det.data.synthetic import make_reflacx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name, argv, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    try:
+        return _tool(name).main()
+    finally:
+        register_all_defaults()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tools")
+    make_reflacx(root, 30, seed=7, size=160)
+    return root
+
+
+def test_convert_to_coco_round_trips_through_pycocotools(root, tmp_path, monkeypatch, capsys):
+    from pycocotools.coco import COCO
+
+    from cxr_det.data.datasets.reflacx import load_reflacx
+
+    out = tmp_path / "train.json"
+    _run("convert_to_coco", ["--dataset", "reflacx", "--root", str(root), "--split", "train", "--output", str(out)], monkeypatch)
+    printed = capsys.readouterr().out
+    assert "Pleural abnormality" in printed and "annotations" in printed
+
+    records = load_reflacx(root, "train")
+    coco = COCO(str(out))
+    assert len(coco.getImgIds()) == len(records)
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())][0] == "Enlarged cardiac silhouette"
+    for record in records:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[record["image_id"]]))
+        assert len(anns) == len(record["annotations"])
+        for ann, src in zip(anns, record["annotations"]):
+            x0, y0, x1, y1 = src["bbox"]
+            assert ann["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0])
+            assert ann["category_id"] == src["category_id"] and ann["iscrowd"] == 0
+            # The mask is the ellipse: its area is close to pi*a*b (less where clipped).
+            mask = coco.annToMask(ann)
+            assert 0.9 * ann["area"] <= mask.sum() <= 1.1 * ann["area"] + 20
+            assert ann["area"] <= np.pi * (x1 - x0) * (y1 - y0) / 4 * 1.01
+
+
+def test_visualize_data_draws_on_the_boxes(root, tmp_path, monkeypatch):
+    out = tmp_path / "gt"
+    _run("visualize_data", ["--dataset", "reflacx_train", "--output", str(out), "--num", "6",
+                            "CXR.DATASET_ROOT", str(root)], monkeypatch)
+    from cxr_det.data.datasets.reflacx import load_reflacx
+
+    records = load_reflacx(root, "train")[:6]
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 6
+    for record, png in zip(records, pngs):
+        drawn = cv2.imread(str(png))
+        assert drawn.shape[:2] == (record["height"], record["width"])
+        original = cv2.imread(record["file_name"])
+        changed = np.abs(drawn.astype(int) - original.astype(int)).sum(axis=2) > 30
+        for anno in record["annotations"]:
+            x0, y0, x1, y1 = (int(round(v)) for v in anno["bbox"])
+            edge = changed[max(y0, 0) : y1, max(x0 - 2, 0) : x0 + 3]
+            assert edge.mean() > 0.5  # the box's left edge is drawn
+
+
+def test_predict_on_dicom_gives_boxes_in_dicom_pixels(tmp_path, monkeypatch):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from cxr_det.data.synthetic.dicom_writer import write_dicom
+    from cxr_det.engine import get_cxr_cfg
+
+    cfg = get_cxr_cfg(str(DEMO_CONFIG))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("random")
+    height, width = 240, 360
+    pixels = (np.random.default_rng(0).random((height, width)) * 4000).astype(np.uint16)
+    dicom = write_dicom(tmp_path / "scan.dicom", pixels, bits_stored=12, photometric="MONOCHROME1")
+    out = tmp_path / "pred"
+    _run("predict", ["--config-file", str(DEMO_CONFIG), "--input", str(dicom), "--output", str(out),
+                     "--conf-threshold", "0.0", "MODEL.WEIGHTS", str(tmp_path / "random.pth"),
+                     "INPUT.MIN_SIZE_TEST", "120", "INPUT.MAX_SIZE_TEST", "180"], monkeypatch)
+    result = json.loads((out / "scan.json").read_text())
+    assert (result["height"], result["width"]) == (height, width)
+    boxes = np.array([i["bbox"] for i in result["instances"]])
+    assert len(boxes) > 10
+    assert boxes[:, [0, 2]].max() <= width and boxes[:, [1, 3]].max() <= height
+    # The model saw a 120x180 image; boxes beyond that frame prove they were mapped back.
+    assert boxes[:, 2].max() > 200 and boxes[:, 3].max() > 130
+    probabilities = result["image_probabilities"]
+    assert len(probabilities) == 5
+    for name, p in probabilities.items():
+        scores = [i["score"] for i in result["instances"] if i["class"] == name]
+        assert p == pytest.approx(max(scores, default=0.0), abs=1e-4)
+    assert cv2.imread(str(out / "scan.png")).shape[:2] == (height, width)
