@@ -118,3 +118,26 @@ def test_predict_on_dicom_gives_boxes_in_dicom_pixels(tmp_path, monkeypatch):
         scores = [i["score"] for i in result["instances"] if i["class"] == name]
         assert p == pytest.approx(max(scores, default=0.0), abs=1e-4)
     assert cv2.imread(str(out / "scan.png")).shape[:2] == (height, width)
+
+
+def test_visualize_json_results_side_by_side(root, tmp_path, monkeypatch):
+    from cxr_det.data.datasets.reflacx import load_reflacx
+
+    record = load_reflacx(root, "val")[0]
+    box = [20.0, 30.0, 60.0, 50.0]  # XYWH
+    results = [{"image_id": record["image_id"], "category_id": 1, "bbox": box, "score": 0.9},
+               {"image_id": record["image_id"], "category_id": 2, "bbox": [5, 5, 10, 10], "score": 0.1}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    out = tmp_path / "vis"
+    _run("visualize_json_results", ["--input", str(path), "--dataset", "reflacx_val", "--output", str(out),
+                                    "--num", "1", "--conf-threshold", "0.5", "CXR.DATASET_ROOT", str(root)], monkeypatch)
+    (png,) = out.glob("*.png")
+    drawn = cv2.imread(str(png))
+    h, w = record["height"], record["width"]
+    assert drawn.shape[:2] == (h, 2 * w + 8)
+    right = drawn[:, w + 8 :].astype(int)
+    original = cv2.imread(record["file_name"]).astype(int)
+    changed = np.abs(right - original).sum(axis=2) > 30
+    assert changed[30:80, 18:23].mean() > 0.5  # left edge of the 0.9 box
+    assert changed[6:14, 4:8].mean() < 0.2  # the 0.1 box is below the threshold
