@@ -56,4 +56,7 @@ def add_cxr_config(cfg):
 
     add_clinical_config(cfg)  # cfg.CXR.CLINICAL
     add_cxr_eval_config(cfg)  # cfg.TEST.CXR_EVAL
+    from cxr_det.engine.config import add_training_control_config  # here: cxr_det.engine imports this module
+
+    add_training_control_config(cfg)  # cfg.CXR.TRAIN
     return cfg

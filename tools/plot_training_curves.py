@@ -2,7 +2,7 @@
 """Draw a training run's curves from detectron2's metrics.json.
 
     tools/plot_training_curves.py --metrics output/run/metrics.json --output output/run
-    tools/plot_training_curves.py --metrics ... --output ... --metric '*/AP50' --metric 'froc/CPM*'
+    tools/plot_training_curves.py --metrics ... --output ... --metric '*/AP50' --metric 'froc/CPM'
 
 Writes training_losses.png (training losses as lines, validation losses dashed),
 training_metrics.png (evaluation metrics, one panel per protocol) and training_lr.png.

@@ -169,7 +169,8 @@ class BestMetricCheckpointer(hooks.BestCheckpointer):
     state, so a resumed run keeps comparing with it. Register it in the main process only.
     """
 
-    def __init__(self, eval_period: int, checkpointer, val_metric: str, mode: str = "max", file_prefix: str = "model_best"):
+    def __init__(self, eval_period: int, checkpointer, val_metric: str, mode: str = "max",
+                 file_prefix: str = "model_best"):
         super().__init__(eval_period, _SaveOnly(self._save_best), val_metric, mode, file_prefix)
         self._target = checkpointer
         self._metric = val_metric
@@ -353,7 +354,7 @@ class PlateauLRScheduler(_MetricWatcher):
         i = hooks.LRScheduler.get_best_param_group_id(self._plateau.optimizer)
         logger.info(
             f"Plateau: {self._metric} has not improved on {self._plateau.best:.5g} for {self._patience} "
-            f"evaluations; learning rate {before[i]:.4g} -> {after[i]:.4g}"
+            f"evaluation(s); learning rate {before[i]:.4g} -> {after[i]:.4g}"
         )
 
     def state_dict(self):

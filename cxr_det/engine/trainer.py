@@ -7,7 +7,9 @@ from fvcore.nn import parameter_count_table
 
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -15,6 +17,7 @@ from cxr_det.config import add_cxr_config
 from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer, prepare_clinical
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.mapper import CXRDatasetMapper
+from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
 from cxr_det.evaluation import CXRDetectionEvaluator
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,27 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return CXRDetectionEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
+
+    def build_hooks(self):
+        """detectron2's hooks plus validation loss, best checkpoint, plateau LR, early stop, curves."""
+        cfg = self.cfg
+
+        def val_loader():  # keeps annotations; test-time resize, no random augmentation
+            mapper = CXRDatasetMapper(
+                cfg, is_train=True, augmentations=utils.build_augmentation(cfg, is_train=False), albumentations=None
+            )
+            return build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=mapper)
+
+        return add_training_control_hooks(super().build_hooks(), cfg, self.checkpointer, val_data_loader=val_loader)
+
+    def train(self):
+        try:
+            return super().train()
+        except EarlyStop as stop:
+            logger.info(f"Training stopped early: {stop}")
+            if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+                verify_results(self.cfg, self._last_eval_results)
+            return getattr(self, "_last_eval_results", None)
 
     @classmethod
     def build_train_loader(cls, cfg):

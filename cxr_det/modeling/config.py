@@ -1,7 +1,7 @@
 """Config keys of the clinical-fusion models, under ``cfg.CXR.FUSION`` (see :func:`add_fusion_config`)."""
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_fusion_config", "SPATIAL_MODES", "SPATIAL_DECODERS"]
+__all__ = ["add_fusion_config", "fusion_enabled", "clinical_vector_dim", "SPATIAL_MODES", "SPATIAL_DECODERS"]
 
 SPATIAL_MODES = ("none", "concat", "add", "film")
 SPATIAL_DECODERS = ("tile", "deconv")
@@ -54,3 +54,10 @@ def add_fusion_config(cfg):
 def fusion_enabled(cfg) -> bool:
     """Whether ``cfg.CXR.FUSION`` asks for any fusion (else the models are the stock ones)."""
     return cfg.CXR.FUSION.SPATIAL != "none" or bool(cfg.CXR.FUSION.ROI)
+
+
+def clinical_vector_dim(cfg) -> int:
+    """Size of the clinical encoder's output vector, ``HIDDEN_DIMS[-1]``."""
+    if not cfg.CXR.FUSION.HIDDEN_DIMS:
+        raise ValueError("CXR.FUSION.HIDDEN_DIMS must list at least one layer width")
+    return int(cfg.CXR.FUSION.HIDDEN_DIMS[-1])

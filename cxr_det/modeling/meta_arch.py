@@ -105,7 +105,9 @@ def _roi_fusion_config(cfg):
     if clinical:
         return cfg
     if name != "StandardROIHeads":
-        raise ValueError(f"CXR.FUSION.ROI needs MODEL.ROI_HEADS.NAME StandardROIHeads or ClinicalStandardROIHeads, got {name}")
+        raise ValueError(
+            f"CXR.FUSION.ROI needs MODEL.ROI_HEADS.NAME StandardROIHeads or ClinicalStandardROIHeads, got {name}"
+        )
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.ROI_HEADS.NAME = "ClinicalStandardROIHeads"

@@ -9,6 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
+from cxr_det.modeling.config import clinical_vector_dim
+
 __all__ = ["ClinicalStandardROIHeads"]
 
 
@@ -36,7 +38,7 @@ class ClinicalStandardROIHeads(StandardROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["clinical_dim"] = cfg.CXR.FUSION.HIDDEN_DIMS[-1]
+        ret["clinical_dim"] = clinical_vector_dim(cfg)
         return ret
 
     @classmethod
@@ -45,7 +47,7 @@ class ClinicalStandardROIHeads(StandardROIHeads):
         shape = ret["box_head"].output_shape
         box_dim = shape.channels * (shape.height or 1) * (shape.width or 1)
         ret["box_predictor"] = FastRCNNOutputLayers(
-            cfg, ShapeSpec(channels=box_dim + cfg.CXR.FUSION.HIDDEN_DIMS[-1])
+            cfg, ShapeSpec(channels=box_dim + clinical_vector_dim(cfg))
         )
         return ret
 

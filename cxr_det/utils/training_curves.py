@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 # entries ("AP-Nodule") are left out.
 DEFAULT_METRIC_PATTERNS = (
     "*bbox/AP", "*bbox/AP50", "*bbox/AP75", "*segm/AP", "*segm/AP50",
-    "*vinbigdata/mAP*", "*iobb/AP", "*iobb/AR", "*froc/CPM*", "*image/AUC", "*image/AP",
+    "*vinbigdata/mAP*", "*iobb/AP", "*iobb/AR", "*froc/CPM", "*image/AUC", "*image/AP",
 )
 FIGSIZE = (9.0, 5.0)
 METRIC_PANEL_HEIGHT = 3.5

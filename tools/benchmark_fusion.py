@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Benchmark: does clinical data help? Image-only vs clinical twin on synthetic REFLACX.
+
+    tools/benchmark_fusion.py [--root datasets/synthetic_bench] [--images 200] [--seed 0] [--iters 400]
+
+Generates the synthetic data if the root is empty, trains both twins with the same seed
+and schedule through tools/train_net.py, evaluates them on the same split, and prints one
+table: AP, AP50, per-class AP50 (Consolidation and Pulmonary edema look alike in the
+image and differ only in the patient's vitals), seconds per training iteration and the
+clinical / image-only time ratio. Also writes ``benchmark_fusion.json`` and a bar chart.
+A benchmark, not a test: it takes minutes.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+TWINS = {
+    "image-only": "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml",
+    "clinical": "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml",
+}
+LOOK_ALIKE = ("Consolidation", "Pulmonary edema")
+
+
+def seconds_per_iter(metrics_json, skip=20):
+    """Median of detectron2's per-iteration ``time`` after the first ``skip`` iterations."""
+    times = []
+    with open(metrics_json) as f:
+        for line in f:
+            row = json.loads(line)
+            if "time" in row and row.get("iteration", 0) >= skip:
+                times.append(row["time"])
+    return statistics.median(times) if times else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="datasets/synthetic_bench")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--split", default="reflacx_test", help="dataset to evaluate on")
+    parser.add_argument("--output", default="output/benchmark_fusion")
+    args = parser.parse_args()
+
+    env = dict(os.environ, CXR_DATASETS=str(args.root))
+    if not (Path(args.root) / "reflacx").is_dir():
+        subprocess.run([sys.executable, "tools/make_synthetic.py", "--format", "reflacx", "--out", args.root,
+                        "--images", str(args.images), "--seed", str(args.seed)], check=True, cwd=ROOT, env=env)
+
+    rows, summary = [], {}
+    for name, config in TWINS.items():
+        out = Path(args.output) / name
+        subprocess.run(
+            [sys.executable, "tools/train_net.py", "--config-file", config,
+             "OUTPUT_DIR", str(out), "SEED", str(args.seed), "SOLVER.MAX_ITER", str(args.iters),
+             "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "DATASETS.TEST", f"('{args.split}',)",
+             "TEST.CXR_EVAL.PLOTS", "False"],
+            check=True, cwd=ROOT, env=env,
+        )
+        results = json.loads((out / "inference" / args.split / "metrics.json").read_text())["results"]["bbox"]
+        per_class = {k[len("AP50-"):]: v for k, v in results.items() if k.startswith("AP50-")}
+        spi = seconds_per_iter(out / "metrics.json")
+        summary[name] = {"AP": results["AP"], "AP50": results["AP50"], "AP50_per_class": per_class, "s_per_iter": spi}
+
+    classes = list(summary["image-only"]["AP50_per_class"])
+    headers = ["model", "AP", "AP50", *[f"AP50 {c}{' *' if c in LOOK_ALIKE else ''}" for c in classes], "s/iter"]
+    for name, s in summary.items():
+        rows.append([name, s["AP"], s["AP50"], *[s["AP50_per_class"][c] for c in classes], s["s_per_iter"]])
+    look = {n: statistics.mean(summary[n]["AP50_per_class"][c] for c in LOOK_ALIKE) for n in summary}
+    ratio = summary["clinical"]["s_per_iter"] / summary["image-only"]["s_per_iter"]
+    print(f"\nsynthetic REFLACX ({args.root}), {args.iters} iterations, evaluated on {args.split}; * = look-alike pair")
+    print(tabulate(rows, headers=headers, floatfmt=".1f", tablefmt="github"))
+    print(f"\nlook-alike mean AP50: image-only {look['image-only']:.1f}, clinical {look['clinical']:.1f} "
+          f"(+{look['clinical'] - look['image-only']:.1f} points)")
+    print(f"time per iteration clinical / image-only: {ratio:.3f}")
+
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    summary["look_alike_AP50"] = look
+    summary["time_ratio"] = ratio
+    (Path(args.output) / "benchmark_fusion.json").write_text(json.dumps(summary, indent=2))
+    _plot(summary, classes, Path(args.output) / "benchmark_fusion.png")
+
+
+def _plot(summary, classes, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for i, name in enumerate(("image-only", "clinical")):
+        ax.bar(x + (i - 0.5) * 0.4, [summary[name]["AP50_per_class"][c] for c in classes], 0.4, label=name)
+    ax.set_xticks(x, [c + (" *" if c in LOOK_ALIKE else "") for c in classes], rotation=15, fontsize=8)
+    ax.set_ylabel("AP50 (%)")
+    ax.set_title("Per-class AP50, image-only vs clinical (* look-alike pair)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()
