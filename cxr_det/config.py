@@ -55,6 +55,9 @@ def add_cxr_config(cfg):
     _C.CXR.MOBILENET.OUT_FEATURES = ["res3", "res4", "res5"]
 
     add_clinical_config(cfg)  # cfg.CXR.CLINICAL
+    from cxr_det.modeling.config import add_fusion_config  # here: it loads cxr_det.modeling
+
+    add_fusion_config(cfg)  # cfg.CXR.FUSION
     add_cxr_eval_config(cfg)  # cfg.TEST.CXR_EVAL
     from cxr_det.engine.config import add_training_control_config  # here: cxr_det.engine imports this module
 

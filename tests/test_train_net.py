@@ -11,6 +11,7 @@ from cxr_det.data.synthetic import make_reflacx
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
+CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
 
 
 def _train_net():
@@ -51,10 +52,11 @@ def _run(train_net, argv):
     return train_net.main(default_argument_parser().parse_args(argv))
 
 
-def test_train_then_eval_only_gives_the_same_metrics(synthetic_root, tmp_path):
+@pytest.mark.parametrize("config", [DEMO_CONFIG, CLINICAL_CONFIG], ids=["image-only", "clinical"])
+def test_train_then_eval_only_gives_the_same_metrics(synthetic_root, tmp_path, config):
     train_net = _train_net()
     out = tmp_path / "run"
-    _run(train_net, ["--config-file", str(DEMO_CONFIG), *_opts(synthetic_root, out)])
+    _run(train_net, ["--config-file", str(config), *_opts(synthetic_root, out)])
     assert (out / "model_final.pth").is_file()
     assert (out / "config.yaml").is_file()
     assert (out / "inference/reflacx_val/coco_instances_results.json").is_file()
@@ -62,9 +64,15 @@ def test_train_then_eval_only_gives_the_same_metrics(synthetic_root, tmp_path):
     assert set(trained["bbox"]) >= {"AP", "AP50", "AP75", "AP50-Atelectasis"}
     assert {"vinbigdata", "iobb", "froc", "image"} <= set(trained)
 
+    if config == CLINICAL_CONFIG:
+        import torch
+
+        assert (out / "clinical_stats.json").is_file()
+        assert "clinical_featurizer" in torch.load(out / "model_final.pth", weights_only=True)
+
     evaluated = _run(
         train_net,
-        ["--config-file", str(DEMO_CONFIG), "--eval-only",
+        ["--config-file", str(config), "--eval-only",
          *_opts(synthetic_root, tmp_path / "eval", ["MODEL.WEIGHTS", str(out / "model_final.pth")])],
     )
     again = json.loads((tmp_path / "eval/inference/reflacx_val/metrics.json").read_text())["results"]

@@ -53,6 +53,12 @@ def setup(args):
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_det", abbrev_name="cxr")
     register_from_config(cfg)
     check_num_classes(cfg)
+    fusion_on = cfg.CXR.FUSION.SPATIAL != "none" or cfg.CXR.FUSION.ROI
+    if fusion_on and not cfg.MODEL.META_ARCHITECTURE.startswith("Clinical"):
+        raise ValueError(
+            f"CXR.FUSION is set but MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE}; "
+            "use ClinicalGeneralizedRCNN or ClinicalRetinaNet"
+        )
     if cfg.CXR.CLINICAL.ENABLED:
         prepare_clinical(cfg, training=not args.eval_only)
         if comm.is_main_process():
