@@ -22,20 +22,20 @@ def _unregister(name):
         MetadataCatalog.remove(name)
 
 
-def register_reflacx_splits(root=None, **options):
+def _register_splits(dataset, register, root, options):
     root = dataset_root(root)
     for split in SPLITS:
-        name = f"reflacx_{split}"
+        name = f"{dataset}_{split}"
         _unregister(name)
-        register_reflacx(name, root, split, **options)
+        register(name, root, split, **options)
+
+
+def register_reflacx_splits(root=None, **options):
+    _register_splits("reflacx", register_reflacx, root, options)
 
 
 def register_vindr_splits(root=None, **options):
-    root = dataset_root(root)
-    for split in SPLITS:
-        name = f"vindr_{split}"
-        _unregister(name)
-        register_vindr(name, root, split, **options)
+    _register_splits("vindr", register_vindr, root, options)
 
 
 def reflacx_options(cfg):

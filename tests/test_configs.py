@@ -1,0 +1,28 @@
+"""Every shipped config loads, agrees with its class list, and builds its model."""
+from pathlib import Path
+
+import pytest
+
+import cxr_det  # noqa: F401
+import cxr_det.modeling  # noqa: F401
+from detectron2.modeling import build_model
+
+from cxr_det.engine import get_cxr_cfg
+
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml") if not p.name.startswith("Base-"))
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
+def test_config_builds(path):
+    cfg = get_cxr_cfg(str(path), ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False", "MODEL.DEVICE", "cpu"])
+    dataset = cfg.DATASETS.TRAIN[0].split("_")[0]
+    classes = cfg.CXR.REFLACX.CLASSES if dataset == "reflacx" else cfg.CXR.VINDR.CLASSES
+    head = cfg.MODEL.RETINANET if cfg.MODEL.META_ARCHITECTURE.endswith("RetinaNet") else cfg.MODEL.ROI_HEADS
+    assert head.NUM_CLASSES == len(classes)
+    if cfg.CXR.CLINICAL.ENABLED:
+        cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [3] * len(cfg.CXR.CLINICAL.CATEGORICAL)
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
