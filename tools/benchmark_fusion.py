@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: does clinical data help? Image-only vs clinical twin on synthetic REFLACX.
 
-    tools/benchmark_fusion.py [--root datasets/synthetic_bench] [--images 200] [--seed 0] [--iters 400]
+    tools/benchmark_fusion.py [--root datasets/synthetic] [--images 120] [--seed 0] [--iters 600] [--split reflacx_val]
 
 Generates the synthetic data if the root is empty, trains both twins with the same seed
 and schedule through tools/train_net.py, evaluates them on the same split, and prints one
@@ -41,11 +41,11 @@ def seconds_per_iter(metrics_json, skip=20):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="datasets/synthetic_bench")
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--root", default="datasets/synthetic", help="synthetic REFLACX root (made if absent)")
+    parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iters", type=int, default=400)
-    parser.add_argument("--split", default="reflacx_test", help="dataset to evaluate on")
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--split", default="reflacx_val", help="dataset to evaluate on")
     parser.add_argument("--output", default="output/benchmark_fusion")
     args = parser.parse_args()
 
