@@ -55,7 +55,8 @@ setup(
 def detectron2_importable() -> bool:
     if importlib.util.find_spec("detectron2") is None:
         return False
-    probe = "import detectron2, detectron2.config, detectron2.modeling"
+    # Only what imports before cxr_det.compat's fixes (detectron2.modeling needs them with v0.6).
+    probe = "import detectron2, detectron2.config"
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
