@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 # (PyPI's torchvision cannot run its ops beside it).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_ROOT ?= datasets/synthetic
+DEMO_IMAGES ?= 480
 DEMO_OUT ?= output/demo_clinical
 DEMO_CONFIG ?= configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml
 
@@ -27,7 +28,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) tools/make_synthetic.py --format reflacx --out $(DEMO_ROOT) --images 120 --seed 0
+	$(PY) tools/make_synthetic.py --format reflacx --out $(DEMO_ROOT) --images $(DEMO_IMAGES) --seed 0
 	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT)
 	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/visualize_json_results.py --config-file $(DEMO_CONFIG) --dataset reflacx_val \
 	  --input $(DEMO_OUT)/inference/reflacx_val/coco_instances_results.json --output $(DEMO_OUT)/predictions

@@ -2,7 +2,7 @@
 """Write a small synthetic REFLACX or VinDr-CXR dataset in the real on-disk layout.
 
 Examples:
-    tools/make_synthetic.py --format reflacx --out datasets/synthetic --images 120 --seed 0
+    tools/make_synthetic.py --format reflacx --out datasets/synthetic --images 480 --seed 0
     tools/make_synthetic.py --format vindr --layout kaggle --out datasets/synthetic --images 200 --seed 1
 """
 import argparse

@@ -25,7 +25,8 @@ class ClinicalEncoder(nn.Module):
         num_numeric: number of numeric features ``n``.
         categorical_sizes: embedding table size of each categorical feature (index 0 = unknown).
         embed_dim: size of each categorical embedding.
-        hidden_dims: widths of the MLP's layers (each Linear + ReLU + Dropout); at least one.
+        hidden_dims: widths of the MLP's layers (each Linear + ReLU + Dropout, He-initialised);
+            at least one.
         dropout: dropout probability after each layer.
     """
 
@@ -45,6 +46,13 @@ class ClinicalEncoder(nn.Module):
             width = out
         self.mlp = nn.Sequential(*layers)
         self.output_dim = width
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                # He init keeps the activations' scale through the ReLU layers. PyTorch's default
+                # init shrinks it roughly 2.5x per layer; the fusion layers then see a vector
+                # too small to learn from within a short schedule.
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
 
     @classmethod
     def from_config(cls, cfg):
