@@ -40,7 +40,17 @@ def _as_vector(clinical, key, size, dtype, index):
 
 
 class _ClinicalFusion:
-    """What both clinical meta-architectures add: the fusion modules and their use in one call."""
+    """What both clinical meta-architectures add: the fusion modules and their use in one call.
+
+    Placed before the detectron2 meta-architecture in the bases, so its ``__init__`` takes the
+    two fusion modules and hands every other argument on.
+    """
+
+    @configurable
+    def __init__(self, *, clinical_encoder=None, spatial_fusion=None, **kwargs):
+        super().__init__(**kwargs)
+        self.clinical_encoder = clinical_encoder
+        self.spatial_fusion = spatial_fusion
 
     @staticmethod
     def _build_fusion(cfg, backbone_shapes, levels):
@@ -121,12 +131,6 @@ class ClinicalGeneralizedRCNN(_ClinicalFusion, GeneralizedRCNN):
     ``CXR.FUSION.ROI`` swaps ``StandardROIHeads`` for :class:`ClinicalStandardROIHeads`.
     """
 
-    @configurable
-    def __init__(self, *, clinical_encoder=None, spatial_fusion=None, **kwargs):
-        super().__init__(**kwargs)
-        self.clinical_encoder = clinical_encoder
-        self.spatial_fusion = spatial_fusion
-
     @classmethod
     def from_config(cls, cfg):
         cfg = _roi_fusion_config(cfg)
@@ -151,12 +155,6 @@ class ClinicalGeneralizedRCNN(_ClinicalFusion, GeneralizedRCNN):
 @META_ARCH_REGISTRY.register()
 class ClinicalRetinaNet(_ClinicalFusion, RetinaNet):
     """RetinaNet with clinical fusion at every FPN level its head reads (no RoI fusion)."""
-
-    @configurable
-    def __init__(self, *, clinical_encoder=None, spatial_fusion=None, **kwargs):
-        super().__init__(**kwargs)
-        self.clinical_encoder = clinical_encoder
-        self.spatial_fusion = spatial_fusion
 
     @classmethod
     def from_config(cls, cfg):
