@@ -141,3 +141,24 @@ def test_visualize_json_results_side_by_side(root, tmp_path, monkeypatch):
     changed = np.abs(right - original).sum(axis=2) > 30
     assert changed[30:80, 18:23].mean() > 0.5  # left edge of the 0.9 box
     assert changed[6:14, 4:8].mean() < 0.2  # the 0.1 box is below the threshold
+
+
+def test_benchmark_scores_the_look_alike_pair_as_one_class(tmp_path):
+    """Swapped names on the look-alike pair: 0 AP50 per class, 100 once the pair is one class."""
+    bench = _tool("benchmark_fusion")
+    cats = [{"id": 0, "name": "Atelectasis"}, {"id": 1, "name": "Consolidation"}, {"id": 2, "name": "Pulmonary edema"}]
+    boxes = {1: [10, 10, 40, 40], 2: [100, 100, 30, 50]}
+    gt = {
+        "images": [{"id": 0, "height": 200, "width": 200, "file_name": "a.png"}],
+        "categories": cats,
+        "annotations": [
+            {"id": k + 1, "image_id": 0, "category_id": k, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for k, b in [(0, [150, 10, 20, 20]), *boxes.items()]
+        ],
+    }
+    swapped = [{"image_id": 0, "category_id": 3 - k, "bbox": b, "score": 0.9} for k, b in boxes.items()]
+    (tmp_path / "ground_truth_coco.json").write_text(json.dumps(gt))
+    (tmp_path / "coco_instances_results.json").write_text(json.dumps(swapped))
+    assert bench.merged_ap50(tmp_path, bench.LOOK_ALIKE) == pytest.approx(100.0)
+    (tmp_path / "coco_instances_results.json").write_text(json.dumps(swapped[:1]))
+    assert bench.merged_ap50(tmp_path, bench.LOOK_ALIKE) == pytest.approx(50.0, abs=1.0)

@@ -43,34 +43,18 @@ def seconds_per_iter(metrics_json, skip=20):
 
 def merged_ap50(inference_dir, classes):
     """COCO AP50 of ``classes`` scored as a single class, from the evaluator's GT and results files."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from cxr_det.evaluation.coco_protocol import coco_metrics
 
     gt = json.loads((inference_dir / "ground_truth_coco.json").read_text())
     dt = json.loads((inference_dir / "coco_instances_results.json").read_text())
     ids = {c["id"] for c in gt["categories"] if c["name"] in classes}
     if len(ids) != len(classes):
         raise SystemExit(f"{inference_dir}/ground_truth_coco.json lacks one of the classes {classes}")
-    target = min(ids)
-    for row in gt["annotations"] + dt:
-        if row["category_id"] in ids:
-            row["category_id"] = target
-    dt = [row for row in dt if row["category_id"] == target]
-    if not dt:
-        return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dt), "bbox")
-        ev.params.catIds = [target]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return 100.0 * ev.stats[1]
+    merged = min(ids)
+    gt["categories"] = [{"id": merged, "name": " or ".join(classes)}]
+    gt["annotations"] = [dict(a, category_id=merged) for a in gt["annotations"] if a["category_id"] in ids]
+    dt = [dict(r, category_id=merged) for r in dt if r["category_id"] in ids]
+    return coco_metrics(gt, dt, [gt["categories"][0]["name"]], tasks=["bbox"])["bbox"]["AP50"]
 
 
 def main():
@@ -122,7 +106,7 @@ def main():
           f"({len(gt['images'])} images; look-alike boxes: {n_look}); * = look-alike pair")
     print(tabulate(rows, headers=headers, floatfmt=".1f", tablefmt="github"))
     print(f"\nlook-alike mean AP50: image-only {look['image-only']:.1f}, clinical {look['clinical']:.1f} "
-          f"(+{look['clinical'] - look['image-only']:.1f} points)")
+          f"({look['clinical'] - look['image-only']:+.1f} points)")
     print(f"time per iteration clinical / image-only: {ratio:.3f}")
 
     Path(args.output).mkdir(parents=True, exist_ok=True)
