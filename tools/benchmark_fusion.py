@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,25 +66,32 @@ def main():
     parser.add_argument("--iters", type=int, default=1200)
     parser.add_argument("--split", default="reflacx_val", help="dataset to evaluate on")
     parser.add_argument("--output", default="output/benchmark_fusion")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: print the table from the two runs already in --output")
     args = parser.parse_args()
 
     env = dict(os.environ, CXR_DATASETS=str(args.root))
-    if (Path(args.root) / "reflacx").is_dir():
-        print(f"using the existing data in {args.root} (--images applies only when it has to be generated)")
-    else:
-        subprocess.run([sys.executable, "tools/make_synthetic.py", "--format", "reflacx", "--out", args.root,
-                        "--images", str(args.images), "--seed", str(args.seed)], check=True, cwd=ROOT, env=env)
+    if not args.report_only:
+        if (Path(args.root) / "reflacx").is_dir():
+            print(f"using the existing data in {args.root} (--images applies only when it has to be generated)")
+        else:
+            subprocess.run([sys.executable, "tools/make_synthetic.py", "--format", "reflacx", "--out", args.root,
+                            "--images", str(args.images), "--seed", str(args.seed)], check=True, cwd=ROOT, env=env)
 
     rows, summary = [], {}
     for name, config in TWINS.items():
         out = Path(args.output) / name
-        subprocess.run(
-            [sys.executable, "tools/train_net.py", "--config-file", config,
-             "OUTPUT_DIR", str(out), "SEED", str(args.seed), "SOLVER.MAX_ITER", str(args.iters),
-             "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "DATASETS.TEST", f"('{args.split}',)",
-             "TEST.CXR_EVAL.PLOTS", "False"],
-            check=True, cwd=ROOT, env=env,
-        )
+        if args.report_only:
+            if not (out / "inference" / args.split / "metrics.json").is_file():
+                raise SystemExit(f"--report-only: no finished run in {out} (no inference/{args.split}/metrics.json)")
+        else:
+            subprocess.run(
+                [sys.executable, "tools/train_net.py", "--config-file", config,
+                 "OUTPUT_DIR", str(out), "SEED", str(args.seed), "SOLVER.MAX_ITER", str(args.iters),
+                 "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "DATASETS.TEST", f"('{args.split}',)",
+                 "TEST.CXR_EVAL.PLOTS", "False"],
+                check=True, cwd=ROOT, env=env,
+            )
         results = json.loads((out / "inference" / args.split / "metrics.json").read_text())["results"]["bbox"]
         per_class = {k[len("AP50-"):]: v for k, v in results.items() if k.startswith("AP50-")}
         spi = seconds_per_iter(out / "metrics.json")
@@ -95,16 +103,19 @@ def main():
     classes = list(summary["image-only"]["AP50_per_class"])
     headers = ["model", "AP", "AP50", *[f"AP50 {c}{' *' if c in LOOK_ALIKE else ''}" for c in classes], "s/iter", "AP50 patchy (pair as one class)"]
     for name, s in summary.items():
-        rows.append([name, s["AP"], s["AP50"], *[s["AP50_per_class"][c] for c in classes], f"{s['s_per_iter']:.3f}",
+        rows.append([name, s["AP"], s["AP50"], *[s["AP50_per_class"][c] for c in classes], s["s_per_iter"],
                      s["AP50_patchy_class_agnostic"]])
     look = {n: statistics.mean(summary[n]["AP50_per_class"][c] for c in LOOK_ALIKE) for n in summary}
     ratio = summary["clinical"]["s_per_iter"] / summary["image-only"]["s_per_iter"]
     gt = json.loads((Path(args.output) / "clinical" / "inference" / args.split / "ground_truth_coco.json").read_text())
     n_look = {c["name"]: sum(a["category_id"] == c["id"] for a in gt["annotations"]) for c in gt["categories"]
               if c["name"] in LOOK_ALIKE}
-    print(f"\nsynthetic REFLACX ({args.root}), {args.iters} iterations, seed {args.seed}, evaluated on {args.split} "
+    run_cfg = yaml.safe_load((Path(args.output) / "clinical" / "config.yaml").read_text())
+    print(f"\nsynthetic REFLACX ({args.root}), {run_cfg['SOLVER']['MAX_ITER']} iterations, seed {run_cfg['SEED']}, "
+          f"evaluated on {args.split} "
           f"({len(gt['images'])} images; look-alike boxes: {n_look}); * = look-alike pair")
-    print(tabulate(rows, headers=headers, floatfmt=".1f", tablefmt="github"))
+    floatfmt = [".3f" if h == "s/iter" else ".1f" for h in headers]
+    print(tabulate(rows, headers=headers, floatfmt=floatfmt, tablefmt="github"))
     print(f"\nlook-alike mean AP50: image-only {look['image-only']:.1f}, clinical {look['clinical']:.1f} "
           f"({look['clinical'] - look['image-only']:+.1f} points)")
     print(f"time per iteration clinical / image-only: {ratio:.3f}")
