@@ -97,3 +97,11 @@ def test_class_count_mismatch_is_reported(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match="NUM_CLASSES is 3 but dataset reflacx_train has 5"):
         _run(train_net, ["--config-file", str(DEMO_CONFIG),
                          *_opts(synthetic_root, tmp_path / "bad", ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])])
+
+
+def test_fusion_on_a_stock_architecture_is_reported(synthetic_root, tmp_path):
+    # CXR.FUSION with GeneralizedRCNN would be ignored and an image-only model trained.
+    train_net = _train_net()
+    with pytest.raises(ValueError, match="GeneralizedRCNN does not fuse clinical data"):
+        _run(train_net, ["--config-file", str(DEMO_CONFIG),
+                         *_opts(synthetic_root, tmp_path / "bad", ["CXR.FUSION.SPATIAL", "concat"])])

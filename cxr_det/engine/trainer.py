@@ -6,10 +6,11 @@ import torch
 from fvcore.nn import parameter_count_table
 
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import verify_results
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -19,6 +20,8 @@ from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.mapper import CXRDatasetMapper
 from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
 from cxr_det.evaluation import CXRDetectionEvaluator
+from cxr_det.modeling.config import fusion_enabled
+from cxr_det.modeling.meta_arch import ClinicalFusionMixin
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +56,7 @@ def setup(args):
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_det", abbrev_name="cxr")
     register_from_config(cfg)
     check_num_classes(cfg)
-    fusion_on = cfg.CXR.FUSION.SPATIAL != "none" or cfg.CXR.FUSION.ROI
-    if fusion_on and not cfg.MODEL.META_ARCHITECTURE.startswith("Clinical"):
-        raise ValueError(
-            f"CXR.FUSION is set but MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE}; "
-            "use ClinicalGeneralizedRCNN or ClinicalRetinaNet"
-        )
+    check_fusion_architecture(cfg)
     if cfg.CXR.CLINICAL.ENABLED:
         prepare_clinical(cfg, training=not args.eval_only)
         if comm.is_main_process():
@@ -68,12 +66,26 @@ def setup(args):
     return cfg
 
 
+def _meta_architecture(cfg):
+    """The class ``MODEL.META_ARCHITECTURE`` names in detectron2's registry."""
+    return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+
+
+def check_fusion_architecture(cfg):
+    """Fail early when ``CXR.FUSION`` asks for fusion from a meta-architecture that has none
+    (it would otherwise be ignored silently and an image-only model trained)."""
+    if fusion_enabled(cfg) and not issubclass(_meta_architecture(cfg), ClinicalFusionMixin):
+        raise ValueError(
+            f"CXR.FUSION is set (SPATIAL {cfg.CXR.FUSION.SPATIAL!r}, ROI {cfg.CXR.FUSION.ROI}) but "
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} does not fuse clinical data; "
+            "use ClinicalGeneralizedRCNN or ClinicalRetinaNet"
+        )
+
+
 def check_num_classes(cfg):
     """Fail early when the model's class count differs from the datasets' class list."""
-    head = "RETINANET" if cfg.MODEL.META_ARCHITECTURE.endswith("RetinaNet") else "ROI_HEADS"
+    head = "RETINANET" if issubclass(_meta_architecture(cfg), RetinaNet) else "ROI_HEADS"
     expected = cfg.MODEL[head].NUM_CLASSES
-    from detectron2.data import MetadataCatalog
-
     for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
         classes = MetadataCatalog.get(name).get("thing_classes")
         if classes is not None and len(classes) != expected:

@@ -24,7 +24,7 @@ from cxr_det.modeling.config import fusion_enabled
 from cxr_det.modeling.fusion import ClinicalSpatialFusion
 from cxr_det.modeling.roi_heads import ClinicalStandardROIHeads
 
-__all__ = ["ClinicalGeneralizedRCNN", "ClinicalRetinaNet"]
+__all__ = ["ClinicalFusionMixin", "ClinicalGeneralizedRCNN", "ClinicalRetinaNet"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _as_vector(clinical, key, size, dtype, index):
     return value
 
 
-class _ClinicalFusion:
+class ClinicalFusionMixin:
     """What both clinical meta-architectures add: the fusion modules and their use in one call.
 
     Placed before the detectron2 meta-architecture in the bases, so its ``__init__`` takes the
@@ -125,7 +125,7 @@ def _roi_fusion_config(cfg):
 
 
 @META_ARCH_REGISTRY.register()
-class ClinicalGeneralizedRCNN(_ClinicalFusion, GeneralizedRCNN):
+class ClinicalGeneralizedRCNN(ClinicalFusionMixin, GeneralizedRCNN):
     """Faster/Mask R-CNN with clinical fusion at every FPN level and/or at the RoI head.
 
     ``CXR.FUSION.ROI`` swaps ``StandardROIHeads`` for :class:`ClinicalStandardROIHeads`.
@@ -153,7 +153,7 @@ class ClinicalGeneralizedRCNN(_ClinicalFusion, GeneralizedRCNN):
 
 
 @META_ARCH_REGISTRY.register()
-class ClinicalRetinaNet(_ClinicalFusion, RetinaNet):
+class ClinicalRetinaNet(ClinicalFusionMixin, RetinaNet):
     """RetinaNet with clinical fusion at every FPN level its head reads (no RoI fusion)."""
 
     @classmethod
