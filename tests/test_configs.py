@@ -7,7 +7,7 @@ import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 from detectron2.modeling import build_model
 
-from cxr_det.engine import get_cxr_cfg
+from cxr_det.engine import class_head_key, get_cxr_cfg
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml") if not p.name.startswith("Base-"))
 
@@ -20,9 +20,14 @@ def test_config_builds(path):
     cfg = get_cxr_cfg(str(path), ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False", "MODEL.DEVICE", "cpu"])
     dataset = cfg.DATASETS.TRAIN[0].split("_")[0]
     classes = cfg.CXR.REFLACX.CLASSES if dataset == "reflacx" else cfg.CXR.VINDR.CLASSES
-    head = cfg.MODEL.RETINANET if cfg.MODEL.META_ARCHITECTURE.endswith("RetinaNet") else cfg.MODEL.ROI_HEADS
-    assert head.NUM_CLASSES == len(classes)
+    assert cfg.MODEL[class_head_key(cfg)].NUM_CLASSES == len(classes)
     if cfg.CXR.CLINICAL.ENABLED:
         cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [3] * len(cfg.CXR.CLINICAL.CATEGORICAL)
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("arch, key", [("GeneralizedRCNN", "ROI_HEADS"), ("ClinicalGeneralizedRCNN", "ROI_HEADS"),
+                                       ("RetinaNet", "RETINANET"), ("ClinicalRetinaNet", "RETINANET")])
+def test_class_head_key_follows_the_registered_class(arch, key):
+    assert class_head_key(get_cxr_cfg(opts=["MODEL.META_ARCHITECTURE", arch])) == key

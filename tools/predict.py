@@ -25,7 +25,7 @@ from detectron2.data import MetadataCatalog
 
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.image_io import read_image
-from cxr_det.engine import get_cxr_cfg
+from cxr_det.engine import class_head_key, get_cxr_cfg
 from cxr_det.engine.predictor import CXRPredictor
 from cxr_det.utils.visualizer import draw_predictions
 
@@ -74,8 +74,7 @@ def class_names_of(cfg):
         classes = MetadataCatalog.get(name).get("thing_classes")
         if classes:
             return list(classes)
-    head = cfg.MODEL.RETINANET if cfg.MODEL.META_ARCHITECTURE.endswith("RetinaNet") else cfg.MODEL.ROI_HEADS
-    return [f"class {i}" for i in range(head.NUM_CLASSES)]
+    return [f"class {i}" for i in range(cfg.MODEL[class_head_key(cfg)].NUM_CLASSES)]
 
 
 def main():

@@ -82,9 +82,15 @@ def check_fusion_architecture(cfg):
         )
 
 
+def class_head_key(cfg) -> str:
+    """The config node holding the model's ``NUM_CLASSES``: ``"RETINANET"`` for RetinaNet and its
+    subclasses, else ``"ROI_HEADS"``."""
+    return "RETINANET" if issubclass(_meta_architecture(cfg), RetinaNet) else "ROI_HEADS"
+
+
 def check_num_classes(cfg):
     """Fail early when the model's class count differs from the datasets' class list."""
-    head = "RETINANET" if issubclass(_meta_architecture(cfg), RetinaNet) else "ROI_HEADS"
+    head = class_head_key(cfg)
     expected = cfg.MODEL[head].NUM_CLASSES
     for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
         classes = MetadataCatalog.get(name).get("thing_classes")
