@@ -53,6 +53,20 @@ REFLACX_PHASE1_TO_LABEL = {
     "Emphysema": "High lung volume / emphysema",
 }
 
+# REFLACX ellipse ``certainty`` (anomaly_location_ellipses.csv) and the metadata label cells:
+# 1..5 with these names, as the authors' data-collection interface offered them (README of
+# github.com/ricbl/eyetracking, "Drawing ellipses"; the interface displayed them as 1/3/5/7/9).
+REFLACX_CERTAINTY_NAMES = {
+    1: "Unlikely",
+    2: "Less likely",
+    3: "Possibly",
+    4: "Suspicious for / Probably",
+    5: "Consistent with",
+}
+# The authors count a label as present from "Possibly" on (their examples_and_paper_numbers/
+# interrater.py keeps ellipses with certainty > 2). MDF-Net keeps every ellipse instead.
+REFLACX_PRESENT_CERTAINTY = 3
+
 # Labels that are not lesions to localise.
 REFLACX_NON_LESION_LABELS = ("Support devices", "Quality issue", "Other")
 

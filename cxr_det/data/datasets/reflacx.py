@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+from collections import Counter
 from typing import NamedTuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -23,11 +24,15 @@ from cxr_det.data.datasets.common import (
     SkipLog,
     clip_box,
     dataset_root,
+    open_table_text,
     read_csv,
     resolve_classes,
+    table_exists,
 )
 from cxr_det.data.datasets.labels import (
     MDF_NET_CLASSES,
+    REFLACX_CERTAINTY_NAMES,
+    REFLACX_PRESENT_CERTAINTY,
     REFLACX_LABELS,
     REFLACX_LESION_LABELS,
     REFLACX_PHASE1_LABELS,
@@ -35,7 +40,15 @@ from cxr_det.data.datasets.labels import (
 )
 from cxr_det.data.ellipse import box_iou, clip_polygon_to_image, ellipse_polygon
 
-__all__ = ["load_reflacx", "register_reflacx", "READER_MODES", "SPLITS", "IMAGE_SOURCES"]
+__all__ = [
+    "load_reflacx",
+    "register_reflacx",
+    "certainty_counts",
+    "certainty_summary",
+    "READER_MODES",
+    "SPLITS",
+    "IMAGE_SOURCES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +85,18 @@ def _normalise_split(split):
     return s
 
 
-def _check_options(readers, image_source, fuse_iou):
+def _check_options(readers, image_source, fuse_iou, min_certainty=0):
     if readers not in READER_MODES:
         raise ValueError(f"reflacx: unknown readers mode {readers!r}; valid: {list(READER_MODES)}")
     if image_source not in IMAGE_SOURCES:
         raise ValueError(f"reflacx: unknown image_source {image_source!r}; valid: {list(IMAGE_SOURCES)}")
     if not 0.0 <= float(fuse_iou) <= 1.0:
         raise ValueError(f"reflacx: fuse_iou must be in [0, 1], got {fuse_iou}")
+    if not 0 <= float(min_certainty) <= max(REFLACX_CERTAINTY_NAMES):
+        raise ValueError(
+            f"reflacx: min_certainty must be in [0, {max(REFLACX_CERTAINTY_NAMES)}] "
+            f"(0 keeps every ellipse), got {min_certainty}"
+        )
 
 
 def _parse_bool(text):
@@ -128,7 +146,7 @@ def _read_metadata(main_dir, skips):
     found = False
     for phase in PHASES:
         path = main_dir / f"metadata_phase_{phase}.csv"
-        if not path.is_file():
+        if not table_exists(path):
             logger.info("reflacx: %s not found, phase %d skipped", path, phase)
             continue
         found = True
@@ -226,7 +244,7 @@ def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters)
     mapping to the same class count once); the ellipse's polygon is shared between them.
     """
     width, height = reading["width"], reading["height"]
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_table_text(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         header = [h.strip() for h in header] if header else []
@@ -253,10 +271,16 @@ def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters)
                 skips.skip("ellipse with a non-numeric or NaN coordinate/certainty", f"{path}, line {reader.line_num}")
                 continue
             x0, y0, x1, y1, certainty = values
-            categories = sorted({cid for i, cid in label_cols if i < len(row) and _parse_bool(row[i])})
-            if not categories or certainty < min_certainty:
-                continue
             where = f"{path}, line {reader.line_num}"
+            if not certainty.is_integer() or int(certainty) not in REFLACX_CERTAINTY_NAMES:
+                skips.skip(f"ellipse certainty not an integer 1..{max(REFLACX_CERTAINTY_NAMES)}", f"{where}: {certainty:g}")
+                continue
+            categories = sorted({cid for i, cid in label_cols if i < len(row) and _parse_bool(row[i])})
+            if not categories:
+                continue
+            if certainty < min_certainty:
+                counters["below_min_certainty"] += 1
+                continue
             if x1 <= x0 or y1 <= y0:
                 skips.skip("degenerate ellipse (xmax <= xmin or ymax <= ymin)", where)
                 continue
@@ -266,8 +290,7 @@ def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters)
                 continue
             if geometry[0] != [x0, y0, x1, y1]:
                 counters["clipped"] += 1
-            cert = int(certainty) if float(certainty).is_integer() else certainty
-            out.extend(Instance(cid, [x0, y0, x1, y1], geometry[0], geometry[1], cert) for cid in categories)
+            out.extend(Instance(cid, [x0, y0, x1, y1], geometry[0], geometry[1], int(certainty)) for cid in categories)
     return out
 
 
@@ -355,6 +378,7 @@ def load_reflacx(
     drop_discarded_eye_tracking=False,
     image_source="auto",
     skip_log=None,
+    log_certainty=True,
 ):
     """Load REFLACX readings of one MIMIC-CXR split as detectron2 dataset dicts.
 
@@ -367,16 +391,23 @@ def load_reflacx(
         readers: ``reading`` (a record per reading), ``pooled`` (a record per image with every
             reading's ellipses) or ``fused`` (a record per image, same-class ellipses of
             different readings with box IoU >= ``fuse_iou`` merged into their mean box).
-        min_certainty: keep ellipses whose certainty is at least this (0 keeps all).
+        min_certainty: keep ellipses whose certainty (1 Unlikely .. 5 Consistent with, see
+            :data:`~cxr_det.data.datasets.labels.REFLACX_CERTAINTY_NAMES`) is at least this;
+            0 (default) keeps every ellipse, as MDF-Net does; the REFLACX authors count a
+            label as present from 3 ("Possibly") on. Dropped ellipses are counted.
         drop_discarded_eye_tracking: drop readings whose eye-tracking data was discarded.
         image_source: ``jpg``, ``dicom`` or ``auto`` (JPG if ``mimic-cxr-jpg/`` exists).
         skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table).
+        log_certainty: log the annotations per certainty (:func:`certainty_summary`) at
+            INFO; a dataset registered by :func:`register_reflacx` logs it on its first load.
 
-    Records follow docs/CONTRACT.md. Bad rows and missing readings/images are skipped and
+    Every annotation keeps its ellipse's ``certainty`` (int 1..5; in ``fused`` mode the
+    highest of the merged ellipses); an ellipse whose certainty is not an integer 1..5 is a
+    counted skip. Records follow docs/CONTRACT.md. Bad rows and missing readings/images are skipped and
     reported once; missing files or columns raise :class:`DatasetFormatError`.
     """
     split = _normalise_split(split)
-    _check_options(readers, image_source, fuse_iou)
+    _check_options(readers, image_source, fuse_iou, min_certainty)
     class_names = resolve_classes(classes, REFLACX_LESION_LABELS, "reflacx")
     class_index = {name: i for i, name in enumerate(class_names)}
     root = dataset_root(root)
@@ -387,7 +418,7 @@ def load_reflacx(
     suffix = ".jpg" if image_source == "jpg" else ".dcm"
 
     skips = skip_log if skip_log is not None else SkipLog("reflacx")
-    counters = {"clipped": 0, "dropped_discarded": 0}
+    counters = {"clipped": 0, "dropped_discarded": 0, "below_min_certainty": 0}
     readings = _read_metadata(main_dir, skips)
     readings = [r for r in readings if split == "all" or r["split"] == split]
     if drop_discarded_eye_tracking:
@@ -402,7 +433,7 @@ def load_reflacx(
             skips.skip("reading folder missing (reading skipped)", str(reading_dir))
             r["instances"] = None
             continue
-        if not path.is_file():
+        if not table_exists(path):
             skips.skip(f"{ELLIPSE_FILE} missing (reading skipped)", str(path))
             r["instances"] = None
             continue
@@ -469,7 +500,36 @@ def load_reflacx(
         counters["dropped_discarded"],
         missing_images,
     )
+    if log_certainty:
+        logger.info("%s", certainty_summary(records, min_certainty, counters["below_min_certainty"], f"reflacx {split}"))
     return records
+
+
+def certainty_counts(records):
+    """``{certainty: number of annotations}`` over REFLACX dataset dicts, for 1..5 (zeros kept)."""
+    counts = Counter(a.get("certainty") for r in records for a in r["annotations"])
+    out = {level: counts.pop(level, 0) for level in REFLACX_CERTAINTY_NAMES}
+    out.update(counts)  # anything else (e.g. annotations without a certainty) stays visible
+    return out
+
+
+def certainty_summary(records, min_certainty, dropped=0, name="reflacx"):
+    """One line: annotations per ellipse certainty, the threshold in use and its source.
+
+    Sources: the REFLACX authors count a label as present from certainty 3 ("Possibly") on;
+    MDF-Net keeps every ellipse whatever its certainty (``min_certainty`` 0).
+    """
+    counts = certainty_counts(records)
+    table = ", ".join(f"{level} {REFLACX_CERTAINTY_NAMES.get(level, '?')}: {n}" for level, n in counts.items())
+    if min_certainty <= min(REFLACX_CERTAINTY_NAMES):
+        rule = "every ellipse kept whatever its certainty (MDF-Net's choice)"
+    else:
+        rule = f"ellipses of certainty < {min_certainty:g} dropped: {dropped}"
+    return (
+        f"{name}: annotations per ellipse certainty: {table}; MIN_CERTAINTY {min_certainty:g}: {rule}; "
+        f"the REFLACX authors count >= {REFLACX_PRESENT_CERTAINTY} "
+        f"({REFLACX_CERTAINTY_NAMES[REFLACX_PRESENT_CERTAINTY]}) as present"
+    )
 
 
 def register_reflacx(name, root, split, **options):
@@ -483,9 +543,18 @@ def register_reflacx(name, root, split, **options):
         raise TypeError(f"register_reflacx: unknown option(s) {unknown}; valid: {sorted(_LOAD_OPTIONS)}")
     split = _normalise_split(split)
     mode = options.get("readers", "pooled")
-    _check_options(mode, options.get("image_source", "auto"), options.get("fuse_iou", 0.3))
+    _check_options(
+        mode, options.get("image_source", "auto"), options.get("fuse_iou", 0.3), options.get("min_certainty", 0)
+    )
     class_names = resolve_classes(options.get("classes", MDF_NET_CLASSES), REFLACX_LESION_LABELS, "reflacx")
-    DatasetCatalog.register(name, lambda: load_reflacx(root, split, **options))
+    loads = []
+
+    def load():
+        kwargs = {"log_certainty": not loads, **options}
+        loads.append(True)
+        return load_reflacx(root, split, **kwargs)
+
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
         thing_classes=list(class_names),
         evaluator_type="coco",

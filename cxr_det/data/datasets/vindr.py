@@ -13,6 +13,7 @@ Decoding 15k full-size DICOMs every epoch is slow, so :func:`build_png_cache` (t
 """
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -23,7 +24,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from ensemble_boxes import weighted_boxes_fusion
 from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -32,10 +32,12 @@ from detectron2.structures import BoxMode
 from cxr_det.data.datasets.common import (
     DatasetFormatError,
     SkipLog,
+    box_problem,
     clip_box,
     dataset_root,
     read_csv,
     resolve_classes,
+    table_exists,
 )
 from cxr_det.data.datasets.labels import (
     VINDR_KAGGLE_CLASSES,
@@ -91,7 +93,7 @@ def detect_layout(root=None) -> str:
     """
     files = _layout_files(vindr_dir(root))
     for layout, path in files.items():
-        if path.is_file():
+        if table_exists(path):
             return layout
     looked = "; ".join(f"{path} ({name} layout)" for name, path in files.items())
     raise DatasetFormatError(f"no VinDr-CXR annotations found; looked for {looked}")
@@ -270,11 +272,9 @@ def _row_box(row, layout, class_index, size, skips, counters):
     if any(np.isnan(box)):
         skips.skip("lesion row without a numeric box", where)
         return None
-    if x1 < x0 or y1 < y0:
-        skips.skip("x_max < x_min or y_max < y_min", f"{where}: {box}")
-        return None
-    if x1 == x0 or y1 == y0:
-        skips.skip("zero-area box", f"{where}: {box}")
+    problem = box_problem(box)
+    if problem:
+        skips.skip(problem, f"{where}: {box}")
         return None
     height, width = size
     clipped = clip_box(box, width, height)
@@ -297,42 +297,71 @@ def _iou(box, boxes):
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def _fuse(candidates, width, height, iou_thr):
-    """Weighted boxes fusion of several readers' boxes; returns [(category_id, box, readers)].
+def _fuse(candidates, iou_thr):
+    """Weighted boxes fusion across radiologists; returns [(category_id, box, readers)].
 
-    Each reader is one WBF "model", every box scores 1, so a fused box is the plain mean of
-    its cluster. WBF does not say which inputs formed a cluster, so each input box is
-    assigned to the fused box of its class with which it has the highest IoU (the cluster
-    WBF matched it to, barring ties), and a fused box's ``readers`` are the rad_ids of the
-    boxes assigned to it.
+    ``candidates``: ``(rad_id, category_id, XYXY box)`` of one image. The fusion is weighted
+    boxes fusion (Solovyev et al., "Weighted boxes fusion: ensembling boxes from different
+    object detection models", Image and Vision Computing 2021; ``weighted_boxes_fusion`` of
+    the ensemble-boxes package) with each radiologist as one model and every box scored 1,
+    plus one rule the package cannot express: a cluster holds at most one box of each
+    radiologist, so only boxes of *different* radiologists are merged and a radiologist's
+    own two overlapping boxes stay two lesions, each credited to them.
+
+    Per class, boxes are visited radiologist by radiologist (R2 before R10), each in file
+    order. A box joins the cluster whose current fused box it overlaps most, if that IoU
+    is above ``iou_thr`` (strictly, as in the package) and the cluster has no box of the
+    same radiologist yet; otherwise it starts a cluster. A fused box is the mean of its
+    cluster's boxes (WBF's score-weighted mean with equal scores), updated after each join;
+    its ``readers`` are exactly the radiologists of the cluster's boxes. Where no cluster
+    would receive two boxes of one radiologist this gives the package's boxes (up to its
+    float32 arithmetic); ``tests/test_vindr.py`` checks that.
     """
-    readers = sorted({r for r, _, _ in candidates}, key=_reader_key)
-    scale = np.array([width, height, width, height], dtype=float)
-    boxes_list, scores_list, labels_list = [], [], []
-    for reader in readers:
-        mine = [(c, b) for r, c, b in candidates if r == reader]
-        boxes_list.append([list(np.asarray(b) / scale) for _, b in mine])
-        scores_list.append([1.0] * len(mine))
-        labels_list.append([c for c, _ in mine])
-    fused, _, labels = weighted_boxes_fusion(
-        boxes_list, scores_list, labels_list, iou_thr=iou_thr, skip_box_thr=0.0
-    )
-    fused = np.asarray(fused, dtype=float).reshape(-1, 4) * scale
-    labels = np.asarray(labels).astype(int)
-    members = defaultdict(set)
-    for reader, category, box in candidates:
-        same = np.flatnonzero(labels == category)
-        ious = _iou(np.asarray(box, dtype=float), fused[same])
-        members[int(same[int(np.argmax(ious))])].add(reader)
+    by_class = defaultdict(list)
+    order = sorted(range(len(candidates)), key=lambda i: (_reader_key(candidates[i][0]), i))
+    for i in order:
+        reader, category, box = candidates[i]
+        by_class[int(category)].append((reader, np.asarray(box, dtype=float)))
     out = []
-    for i, (box, category) in enumerate(zip(fused, labels)):
-        who = members.get(i)
-        if not who:  # a tie sent every member elsewhere: fall back to IoU above the threshold
-            cands = [(r, b) for r, c, b in candidates if c == category]
-            ious = _iou(box, [b for _, b in cands])
-            who = {r for (r, _), v in zip(cands, ious) if v >= iou_thr} or {cands[int(np.argmax(ious))][0]}
-        out.append((int(category), [float(v) for v in box], sorted(who, key=_reader_key)))
+    for category, boxes in by_class.items():
+        clusters = []  # [readers, member boxes, fused box]
+        for reader, box in boxes:
+            target = None
+            if clusters:
+                ious = _iou(box, [c[2] for c in clusters])
+                for k in np.argsort(-ious, kind="stable"):
+                    if ious[k] <= iou_thr:
+                        break
+                    if reader not in clusters[k][0]:
+                        target = clusters[k]
+                        break
+            if target is None:
+                clusters.append([[reader], [box], box.copy()])
+            else:
+                target[0].append(reader)
+                target[1].append(box)
+                target[2] = np.mean(target[1], axis=0)
+        for readers, _, fused in clusters:
+            out.append((category, [float(v) for v in fused], sorted(readers, key=_reader_key)))
     return sorted(out, key=lambda t: (t[0], t[1]))
+
+
+def _drop_duplicate_rows(rows, skips):
+    """``rows`` of one image without exact repeats (same rad_id, class, class_id and box).
+
+    A repeated row is the same radiologist's same finding written twice; keeping it would
+    make one lesion two ground-truth boxes. Each dropped row is counted in ``skips`` with
+    the line it repeats.
+    """
+    seen, kept = {}, []
+    for row in rows:
+        key = tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row[1:])
+        if key in seen:
+            skips.skip("exact duplicate row (same image, rad_id, class and box; dropped)", f"{row[0]} repeats {seen[key]}")
+            continue
+        seen[key] = row[0]
+        kept.append(row)
+    return kept
 
 
 def _annotation(category_id, box, readers):
@@ -367,8 +396,11 @@ def load_vindr(
         classes: VinDr local label names to detect (default the 14 Kaggle classes); boxes of
             other known classes are ignored.
         readers: ``"all"`` (every reader's boxes), ``"fused"`` (weighted boxes fusion per
-            image and class at IoU ``fuse_iou``), or one rad_id such as ``"R9"`` (only that
+            image and class of boxes of *different* radiologists overlapping with IoU above
+            ``fuse_iou``, see :func:`_fuse`), or one rad_id such as ``"R9"`` (only that
             reader's boxes; images it did not read are left out and counted in the report).
+            In every mode an exact repeat of a row (same image, rad_id, class and box) is
+            dropped and counted.
         image_cache: a folder written by ``tools/prepare_vindr.py`` (absolute, relative to the
             working directory, or relative to ``<root>/vindr-cxr``); records then point at its
             PNGs, with boxes multiplied by the recorded scale. Empty: read the DICOMs.
@@ -410,7 +442,7 @@ def load_vindr(
             present_readers.update(r[1] for r in rows)
             part = ("val" if is_val_image(image_id, val_fraction) else "train") if has_val else "test"
             if split in ("all", part):
-                images[(folder, image_id)] = rows
+                images[(folder, image_id)] = _drop_duplicate_rows(rows, skips)
                 part_of[(folder, image_id)] = part
 
     single = readers not in ("all", "fused")
@@ -440,10 +472,15 @@ def load_vindr(
             if result is None:
                 continue
             category, box = result
-            box = clip_box([v * scale for v in box], width, height) if scale != 1.0 else box
+            if scale != 1.0:
+                box = clip_box([v * scale for v in box], width, height)
+                problem = box_problem(box)
+                if problem:  # a sliver at the border of a downsized PNG
+                    skips.skip(f"{problem} after scaling to the PNG cache", f"{row[0]}: {box}")
+                    continue
             candidates.append((row[1], category, box))
         if readers == "fused" and candidates:
-            annotations = [_annotation(c, b, who) for c, b, who in _fuse(candidates, width, height, fuse_iou)]
+            annotations = [_annotation(c, b, who) for c, b, who in _fuse(candidates, fuse_iou)]
         else:
             annotations = [_annotation(c, b, [r]) for r, c, b in candidates]
         records.append(
