@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_det.data.datasets.common import DatasetFormatError, SkipLog, dataset_root, read_csv
+from cxr_det.data.datasets.common import (
+    DatasetFormatError,
+    SkipLog,
+    dataset_root,
+    find_table,
+    read_csv,
+    table_exists,
+)
 from cxr_det.data.dicom import DicomReadError, read_dicom_header
 
 __all__ = [
@@ -36,10 +43,13 @@ logger = logging.getLogger(__name__)
 TRIAGE_FIELDS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity")
 MATCH_KINDS = ("inside", "nearest", "none")
 
-CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv"
-EDSTAYS = "mimic-iv-ed/ed/edstays.csv"
-TRIAGE = "mimic-iv-ed/ed/triage.csv"
-PATIENTS = "mimic-iv/hosp/patients.csv"
+# Tables under the dataset root, as PhysioNet ships them (gzipped) or unzipped: each name is
+# looked up as given and with ``.gz`` (see :func:`~cxr_det.data.datasets.common.find_table`).
+CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz"
+EDSTAYS = "mimic-iv-ed/ed/edstays.csv.gz"
+TRIAGE = "mimic-iv-ed/ed/triage.csv.gz"
+PATIENTS = "mimic-iv/hosp/patients.csv.gz"
+PATIENTS_MIMIC_IV_1_0 = "mimic-iv/core/patients.csv.gz"  # MIMIC-IV 1.0 kept patients in core/
 REFLACX_METADATA = "reflacx/main_data/metadata_phase_{}.csv"
 
 _CXR_COLUMNS = ("dicom_id", "subject_id", "StudyDate", "StudyTime")
@@ -90,7 +100,7 @@ def _reflacx_dicom_ids(root: Path):
     ids, found = [], []
     for phase in (1, 2, 3):
         path = root / REFLACX_METADATA.format(phase)
-        if path.is_file():
+        if table_exists(path):
             found.append(path)
             ids.extend(_read(path, ("dicom_id",))["dicom_id"].dropna().str.strip())
     if not found:
@@ -139,8 +149,11 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
     """``{dicom_id: raw clinical record}`` of REFLACX images from MIMIC-IV-ED and MIMIC-IV.
 
     Args:
-        root: dataset root holding ``mimic-cxr-jpg/``, ``mimic-iv-ed/``, ``mimic-iv/`` (and
-            ``reflacx/`` when ``dicom_ids`` is None); default ``$CXR_DATASETS``/``./datasets``.
+        root: dataset root holding ``mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz``,
+            ``mimic-iv-ed/ed/{edstays,triage}.csv.gz``, ``mimic-iv/hosp/patients.csv.gz``
+            (MIMIC-IV 1.0: ``mimic-iv/core/patients.csv.gz``), each gzipped as PhysioNet
+            ships it or unzipped (``.csv``), and ``reflacx/`` when ``dicom_ids`` is None;
+            default ``$CXR_DATASETS``/``./datasets``.
         window_days: largest gap (days) between the image time and a stay not containing it.
         dicom_ids: images to join; default every dicom_id of the REFLACX metadata.
 
@@ -156,20 +169,26 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
     if window_days is None or not float(window_days) >= 0:
         raise ValueError(f"load_reflacx_clinical: window_days must be >= 0, got {window_days!r}")
     root = dataset_root(root)
-    for rel in (CXR_METADATA, EDSTAYS, TRIAGE, PATIENTS):
-        if not (root / rel).is_file():
-            raise DatasetFormatError(f"{root / rel}: file not found (needed for REFLACX clinical data)")
+    try:
+        files = {
+            "metadata": find_table(root / CXR_METADATA),
+            "edstays": find_table(root / EDSTAYS),
+            "triage": find_table(root / TRIAGE),
+            "patients": find_table(root / PATIENTS, root / PATIENTS_MIMIC_IV_1_0),
+        }
+    except DatasetFormatError as e:
+        raise DatasetFormatError(f"{e} (needed for REFLACX clinical data)") from e
     if dicom_ids is None:
         wanted = _reflacx_dicom_ids(root)
     else:
         wanted = list(dict.fromkeys(str(i).strip() for i in dicom_ids))
     skips = SkipLog("REFLACX clinical")
 
-    meta = _read(root / CXR_METADATA, _CXR_COLUMNS)
+    meta = _read(files["metadata"], _CXR_COLUMNS)
     meta["dicom_id"] = meta["dicom_id"].str.strip()
     meta = meta[meta["dicom_id"].isin(set(wanted))].drop_duplicates("dicom_id")
     for dicom_id in sorted(set(wanted) - set(meta["dicom_id"])):
-        skips.skip(f"image not in {Path(CXR_METADATA).name} (no clinical record)", dicom_id)
+        skips.skip(f"image not in {files['metadata'].name} (no clinical record)", dicom_id)
     images = pd.DataFrame({
         "dicom_id": meta["dicom_id"],
         "subject_id": _ids(meta["subject_id"]),
@@ -180,12 +199,12 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
         skips.skip("no valid StudyDate/StudyTime (no ED stay matched)", dicom_id)
     subjects = set(images["subject_id"].dropna())
 
-    stays = _read(root / EDSTAYS, _EDSTAYS_COLUMNS, optional=("gender",))
+    stays = _read(files["edstays"], _EDSTAYS_COLUMNS, optional=("gender",))
     stays = stays[_ids(stays["subject_id"]).isin(subjects).to_numpy()]
-    stays = _clean_stays(stays, root / EDSTAYS, skips)
+    stays = _clean_stays(stays, files["edstays"], skips)
     matched = _match_stays(images, stays, pd.Timedelta(days=float(window_days)))
 
-    triage = _read(root / TRIAGE, _TRIAGE_COLUMNS, optional=("chiefcomplaint",))
+    triage = _read(files["triage"], _TRIAGE_COLUMNS, optional=("chiefcomplaint",))
     triage["stay_id"] = _ids(triage["stay_id"])
     triage = triage[triage["stay_id"].isin(set(matched["stay_id"].dropna()))].drop_duplicates("stay_id")
     for name in TRIAGE_FIELDS:
@@ -195,7 +214,7 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
     for stay in matched.loc[no_triage, "stay_id"]:
         skips.skip("matched stay absent from triage.csv (vitals missing)", f"stay_id {stay}")
 
-    patients = _read(root / PATIENTS, _PATIENTS_COLUMNS)
+    patients = _read(files["patients"], _PATIENTS_COLUMNS)
     patients["subject_id"] = _ids(patients["subject_id"])
     patients = patients[patients["subject_id"].isin(subjects)].drop_duplicates("subject_id")
     patients["anchor_age"] = pd.to_numeric(patients["anchor_age"], errors="coerce")
@@ -302,7 +321,7 @@ def load_clinical_table(source, dataset, root=None, window_days=7, keys=None):
     """``(table, record key)`` for ``cfg.CXR.CLINICAL.SOURCE`` and a dataset name.
 
     ``source``: ``"mimic-iv-ed"`` (REFLACX), ``"dicom"`` (VinDr headers), or the path of a
-    CSV keyed by ``dicom_id`` (VinDr: ``image_id`` if the CSV has that column). ``keys``:
+    CSV (plain or gzipped) keyed by ``dicom_id`` (VinDr: ``image_id`` if the CSV has that column). ``keys``:
     image keys to load (default all). The record key is the dataset dict field to join on.
     """
     dataset = str(dataset).lower()
@@ -318,10 +337,12 @@ def load_clinical_table(source, dataset, root=None, window_days=7, keys=None):
             raise ValueError("clinical SOURCE 'dicom' applies to VinDr-CXR only (MIMIC-CXR headers hold no age)")
         return load_vindr_clinical(root, image_ids=keys), record_key
     path = Path(str(source)).expanduser()
-    if not str(source) or path.suffix.lower() != ".csv":
-        raise ValueError(f"clinical SOURCE must be 'mimic-iv-ed', 'dicom' or the path of a .csv file, got {source!r}")
+    if not str(source) or not path.name.lower().endswith((".csv", ".csv.gz")):
+        raise ValueError(
+            f"clinical SOURCE must be 'mimic-iv-ed', 'dicom' or the path of a .csv (or .csv.gz) file, got {source!r}"
+        )
     csv_key = "dicom_id"
-    if dataset == "vindr" and path.is_file() and "image_id" in pd.read_csv(path, nrows=0).columns:
+    if dataset == "vindr" and table_exists(path) and "image_id" in read_csv(path, nrows=0).columns:
         csv_key = "image_id"
     return load_clinical_csv(path, key=csv_key), record_key
 

@@ -61,8 +61,9 @@ def find_table(*candidates) -> Path:
             return given
         if other.is_file():
             return other
-        looked += [str(plain), str(zipped)]
-    raise DatasetFormatError(f"{' or '.join(looked)}: file not found")
+        looked += [given, other]
+    also = ", ".join(str(p) for p in looked[1:])
+    raise DatasetFormatError(f"{looked[0]}: file not found (also looked for {also})")
 
 
 def table_exists(*candidates) -> bool:
