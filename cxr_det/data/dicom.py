@@ -1,31 +1,53 @@
 """Reading chest X-ray DICOMs: display-correct 8-bit pixels and cheap header look-ups.
 
-The display pipeline is the one the DICOM standard prescribes for grayscale images:
-modality LUT / rescale slope and intercept, then the VOI LUT or window (both done by
-pydicom), then inversion of MONOCHROME1 so that bone is always bright, then a linear map
-onto 0..255.
+The display pipeline is the one the DICOM standard prescribes for grayscale images
+(PS3.3 C.11 "Look Up Tables and Presentation States"): the Modality LUT or Rescale
+Slope/Intercept (C.11.1), then the VOI LUT Sequence or the Window Center/Width (C.11.2),
+then inversion of MONOCHROME1 (C.7.6.3.1.2) so that bone is always bright, then a linear
+map of the display range onto 0..255 (:func:`scale_to_uint8`, the one rule shared with
+16-bit PNG/TIFF in :mod:`cxr_det.data.image_io`). ``docs/images.md`` states the rule and
+the decoder installed for each transfer syntax.
+
+Irregular but readable files are read, never silently: each departure from the normal path
+(a file without preamble/``DICM``/file meta, an invalid window, a decoder fallback) is
+logged and appended as a :class:`ReadNote` to the caller's ``notes`` list, so that tools
+can count and report them.
 (Writing DICOMs, for tests and synthetic data: :mod:`cxr_det.data.synthetic.dicom_writer`.)
 """
 import logging
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGExtended12Bit,
+)
 
 try:  # pydicom >= 3
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_windowing
 except ImportError:  # pragma: no cover - pydicom 2.x
-    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing
 
 from cxr_det.data.datasets.common import DatasetFormatError
 
 __all__ = [
     "DicomReadError",
+    "ReadNote",
+    "SCALINGS",
+    "DEFAULT_PERCENTILES",
     "read_dicom",
     "read_dicom_header",
     "dicom_size",
     "parse_patient_age",
+    "apply_voi_lut_sequence",
+    "intensity_range",
+    "scale_to_uint8",
 ]
 
 logger = logging.getLogger(__name__)
@@ -36,22 +58,94 @@ _DAYS_PER_YEAR = 365.2425
 _AGE_UNIT_YEARS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / _DAYS_PER_YEAR, "D": 1.0 / _DAYS_PER_YEAR}
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY]?)\s*$", re.IGNORECASE)
 
+#: Intensity rules (see :func:`intensity_range`): "auto" uses a DICOM's own VOI LUT or
+#: window when it has one, else the full range of its values; "minmax" always the full
+#: range; "percentile" a window between two percentiles of the values.
+SCALINGS = ("auto", "minmax", "percentile")
+DEFAULT_PERCENTILES = (0.5, 99.5)
+
 
 class DicomReadError(DatasetFormatError):
     """A DICOM file is missing, is not DICOM, or has no decodable pixel data."""
 
 
-def _open(path, **kwargs) -> pydicom.FileDataset:
-    """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the file."""
+class ReadNote(NamedTuple):
+    """A readable image that left the normal reading path: ``kind`` and a message naming the file.
+
+    Kinds: ``no_file_meta`` (DICOM without preamble/``DICM``/file meta, read with
+    ``force=True``), ``invalid_voi`` (VOI LUT or window not applicable; full range used),
+    ``decoder_fallback`` (pixel data decoded outside pydicom's plugins),
+    ``color_to_gray`` (colour channels differed and were merged to luma),
+    ``alpha_ignored`` (a non-opaque alpha channel was discarded).
+    """
+
+    kind: str
+    message: str
+
+
+def _note(notes, kind, message):
+    logger.warning("%s", message)
+    if notes is not None:
+        notes.append(ReadNote(kind, message))
+
+
+def _implied_transfer_syntax(ds):
+    """Transfer syntax of a dataset read without file meta, from the encoding pydicom detected."""
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        implicit, little = ds.is_implicit_VR, ds.is_little_endian
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _open(path, *, allow_no_file_meta=True, notes=None, **kwargs) -> pydicom.FileDataset:
+    """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the file.
+
+    A file without the 128-byte preamble, the ``DICM`` prefix or the File Meta Information
+    group (PS3.10 7.1) is read with ``force=True`` when ``allow_no_file_meta`` (the
+    transfer syntax is then the uncompressed one pydicom detects, recorded in
+    ``file_meta``), with a ``no_file_meta`` note; it must then hold Rows and Columns, else
+    it is not taken for DICOM. With ``allow_no_file_meta=False`` it raises.
+    """
     path = Path(path)
     if not path.is_file():
         raise DicomReadError(f"{path}: DICOM file not found")
     try:
         return pydicom.dcmread(str(path), **kwargs)
     except pydicom.errors.InvalidDicomError as e:
-        raise DicomReadError(f"{path}: not a DICOM file ({e})") from e
+        if not allow_no_file_meta:
+            raise DicomReadError(
+                f"{path}: not a DICOM file ({e}); files without the DICOM preamble/'DICM'/file meta "
+                "are rejected because allow_no_file_meta=False"
+            ) from e
+        first_error = e
     except Exception as e:  # truncated or corrupt files fail in many ways inside pydicom
         raise DicomReadError(f"{path}: cannot be read as DICOM ({type(e).__name__}: {e})") from e
+    try:
+        ds = pydicom.dcmread(str(path), force=True, **kwargs)
+    except Exception as e:
+        raise DicomReadError(f"{path}: not a DICOM file ({first_error}; forced read failed: {e})") from e
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DicomReadError(
+            f"{path}: not a DICOM file ({first_error}; read without file meta it has no Rows/Columns)"
+        )
+    syntax = _implied_transfer_syntax(ds)
+    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+        raise DicomReadError(
+            f"{path}: no DICOM file meta, and its pixel data is encapsulated (compressed), so its "
+            "transfer syntax is unknown; rewrite it with a file meta header (e.g. gdcmconv)"
+        )
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    _note(
+        notes,
+        "no_file_meta",
+        f"{path}: no DICOM preamble/'DICM'/file meta; read anyway as {syntax.name} "
+        "(pass allow_no_file_meta=False to reject such files)",
+    )
+    return ds
 
 
 def _first(value):
@@ -99,7 +193,7 @@ def _parse_sex(value):
     return value if value in ("M", "F", "O") else None
 
 
-def read_dicom_header(path) -> dict:
+def read_dicom_header(path, *, allow_no_file_meta=True, notes=None) -> dict:
     """Header fields of a DICOM without decoding its pixels.
 
     Returns ``rows``, ``columns``, ``photometric``, ``bits_stored``, ``pixel_spacing``
@@ -107,9 +201,10 @@ def read_dicom_header(path) -> dict:
     ``patient_age_years`` (float or None), ``patient_sex`` ("M"/"F"/"O" or None),
     ``window_center``/``window_width`` (first values or None), ``rescale_slope``/
     ``rescale_intercept`` (or None), and the raw strings ``patient_age_raw``,
-    ``patient_sex_raw``, ``transfer_syntax``. Raises :class:`DicomReadError`.
+    ``patient_sex_raw``, ``transfer_syntax``. Raises :class:`DicomReadError`; a file
+    without file meta is read as in :func:`read_dicom` (``allow_no_file_meta``, ``notes``).
     """
-    ds = _open(path, stop_before_pixels=True)
+    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes)
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     try:
         spacing = tuple(float(v) for v in spacing) if spacing else None
@@ -137,50 +232,226 @@ def read_dicom_header(path) -> dict:
     }
 
 
-def dicom_size(path):
-    """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read)."""
-    ds = _open(path, stop_before_pixels=True)
+def dicom_size(path, *, allow_no_file_meta=True, notes=None):
+    """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read).
+
+    Raises :class:`DicomReadError`; files without file meta as in :func:`read_dicom`.
+    """
+    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes)
     rows, cols = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
     if not rows or not cols:
         raise DicomReadError(f"{path}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
     return rows, cols
 
 
-def _voi_output_range(ds):
-    """(low, high) of what ``apply_voi_lut`` can output for ``ds``, used to map onto 0..255.
 
-    Probing with the LUT's whole input domain (VOI LUT) or with values far outside any
-    window (windowing) gives the display range chosen by the file, so an image that does
-    not fill its window keeps its intended brightness.
+
+# ---------------------------------------------------------------------------------------
+# Intensity: the one rule that maps any grayscale values onto 8 bits
+
+
+def intensity_range(values, scaling="minmax", percentiles=DEFAULT_PERCENTILES):
+    """``(low, high)`` of ``values`` to map onto 0..255: the full range or a percentile window.
+
+    ``scaling`` "minmax" (or "auto", for images without a VOI of their own) gives the min and
+    max of the values, so no value is clipped; "percentile" gives the ``percentiles``
+    (two numbers in 0..100, low < high) of the values (numpy's linear interpolation), and
+    values outside it are clipped by :func:`scale_to_uint8` (an explicit choice of the caller).
+    Raises ValueError for an unknown rule, bad percentiles or an empty array.
     """
-    lut_seq = ds.get("VOILUTSequence")
-    if lut_seq and lut_seq[0].get("LUTDescriptor") is not None and lut_seq[0].get("LUTData") is not None:
-        entries, first_map = int(lut_seq[0].LUTDescriptor[0]) or 2**16, int(lut_seq[0].LUTDescriptor[1])
-        probe = np.arange(first_map, first_map + entries, dtype=np.int64)
+    if scaling not in SCALINGS:
+        raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
+    values = np.asarray(values)
+    if values.size == 0:
+        raise ValueError("intensity_range: empty image")
+    if scaling == "percentile":
+        lo_p, hi_p = (float(p) for p in percentiles)
+        if not 0.0 <= lo_p < hi_p <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {tuple(percentiles)!r}")
+        low, high = np.percentile(values, [lo_p, hi_p])
+        return float(low), float(high)
+    return float(values.min()), float(values.max())
+
+
+def scale_to_uint8(values, low, high, *, invert=False) -> np.ndarray:
+    """Map ``[low, high]`` linearly onto ``0..255`` (rounded half to even), ``uint8`` of ``values``' shape.
+
+    ``round((v - low) * 255 / (high - low))``; values outside ``[low, high]`` become 0 or
+    255 (only possible when the range is a window narrower than the data: a DICOM VOI or
+    a percentile window). ``high == low`` (a flat image) gives 0. ``invert`` (MONOCHROME1,
+    PS3.3 C.7.6.3.1.2) maps ``low`` to 255 and ``high`` to 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(low), float(high)
+    if high > low:
+        scaled = (values - low) * (255.0 / (high - low))
     else:
-        probe = np.array([-1e15, 1e15])
+        scaled = np.zeros_like(values)
+    if invert:
+        scaled = 255.0 - scaled
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# VOI LUT (PS3.3 C.11.2)
+
+
+def _lut_item_array(item, ds, nr_entries):
+    """LUT Data of a LUT item as an int64 array (US list or OW bytes, either byte order)."""
+    elem = item["LUTData"]
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)):
+        little = True
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        if syntax is not None:
+            little = syntax.is_little_endian
+        data = np.frombuffer(bytes(value), dtype="<u2" if little else ">u2")
+    elif isinstance(value, (int, np.integer)):
+        data = np.array([value])
+    else:
+        data = np.asarray(list(value))
+    data = data.astype(np.int64)
+    if data.size < nr_entries:
+        raise ValueError(f"VOI LUT Data has {data.size} entries but its LUT Descriptor declares {nr_entries}")
+    return data[:nr_entries]
+
+
+def apply_voi_lut_sequence(values, ds, index=0):
+    """Apply item ``index`` of the VOI LUT Sequence (0028,3010) to modality values.
+
+    PS3.3 C.11.2.1.1: LUT Descriptor = (number of entries, 0 meaning 65536; first value
+    mapped, US or SS; bits per entry); an input below the first mapped value takes the
+    first entry, one above the last mapped value the last entry. Non-integer inputs (from a
+    rescale) are rounded to the nearest integer first. Indices are computed in int64 and
+    clipped to the LUT length, so a LUT of more than 256 entries with 8-bit output is
+    indexed correctly (pydicom 3.0's ``apply_voi`` builds uint8 indices for 8-bit LUTs and
+    wraps: stored 2048 of a 4096-entry ramp came out as 0 instead of 128).
+
+    Returns ``(output, (lut_min, lut_max))``: int64 array of ``values``' shape, and the
+    range of the LUT's entries, the display range used by :func:`read_dicom`.
+    Raises ValueError for a malformed LUT item.
+    """
+    item = ds.VOILUTSequence[index]
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    if len(descriptor) != 3:
+        raise ValueError(f"LUT Descriptor must have 3 values, got {descriptor}")
+    nr_entries, first_map, _bits = descriptor
+    nr_entries = nr_entries or 2**16
+    if first_map >= 2**15 and int(ds.get("PixelRepresentation", 0)) == 1:
+        first_map -= 2**16  # an SS first-mapped value read as US
+    lut = _lut_item_array(item, ds, nr_entries)
+    index_array = np.rint(np.asarray(values, dtype=np.float64)).astype(np.int64) - first_map
+    np.clip(index_array, 0, nr_entries - 1, out=index_array)
+    return lut[index_array], (int(lut.min()), int(lut.max()))
+
+
+def _window_output_range(ds):
+    """(low, high) that pydicom's windowing can output for ``ds`` (its display range).
+
+    Probing with values far outside any window gives the range chosen by the file, so an
+    image that does not fill its window keeps its intended brightness.
+    """
     with np.errstate(over="ignore"):
-        out = np.asarray(apply_voi_lut(probe, ds), dtype=np.float64)
+        out = np.asarray(apply_windowing(np.array([-1e15, 1e15]), ds), dtype=np.float64)
     return float(out.min()), float(out.max())
 
 
-def _has_voi(ds) -> bool:
-    lut_seq = ds.get("VOILUTSequence")
-    has_lut = bool(lut_seq) and lut_seq[0].get("LUTData") is not None
-    return has_lut or (ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None)
+def _apply_voi(values, ds, path, notes):
+    """VOI LUT Sequence, else Window Center/Width (first pair), else None: ``(values, (low, high))``."""
+    try:
+        if ds.get("VOILUTSequence"):
+            out, display_range = apply_voi_lut_sequence(values, ds)
+            return out.astype(np.float64), display_range
+        if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+            out = np.asarray(apply_windowing(values, ds), dtype=np.float64)
+            return out, _window_output_range(ds)
+    except Exception as e:  # an invalid window (width < 1, empty tag) or LUT: full range instead
+        _note(notes, "invalid_voi", f"{path}: VOI LUT/window not applicable ({e}); using the full range of the pixel values instead")
+    return None
 
 
-def read_dicom(path) -> np.ndarray:
-    """Decode a grayscale DICOM into a display-correct ``uint8`` HxW array.
+# ---------------------------------------------------------------------------------------
+# Pixel decoding
 
-    Steps: modality LUT or RescaleSlope/Intercept; the VOI LUT, else the first
-    WindowCenter/WindowWidth pair (a file without either, or whose window is invalid, is
-    min-max scaled); MONOCHROME1 inverted; linear map onto 0..255 (rounded).
+
+def _decode_with_gdcm(path, ds):
+    """Pixel data of a single-frame grayscale file decoded by GDCM directly (outside pydicom)."""
+    import gdcm  # python-gdcm, an install requirement
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise RuntimeError("GDCM could not read the file")
+    image = reader.GetImage()
+    pixel_format = image.GetPixelFormat()
+    dtype = {
+        (8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16,
+    }.get((pixel_format.GetBitsAllocated(), pixel_format.GetPixelRepresentation()))
+    if dtype is None:
+        raise RuntimeError(f"unsupported GDCM pixel format {pixel_format}")
+    buffer = image.GetBuffer().encode("utf-8", errors="surrogateescape")
+    pixels = np.frombuffer(buffer, dtype=np.dtype(dtype).newbyteorder("<"))
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if pixels.size != rows * cols:
+        raise RuntimeError(f"GDCM returned {pixels.size} pixels for a {rows}x{cols} image")
+    return pixels.reshape(rows, cols)
+
+
+def _pydicom_decodes_jpeg12():
+    """Whether a pydicom plugin other than GDCM/Pillow (which refuse 12-bit samples) can decode 12-bit JPEG Extended."""
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+    except ImportError:  # pragma: no cover - pydicom 2.x
+        return True
+    return bool(set(get_decoder(JPEGExtended12Bit).available_plugins) - {"gdcm", "pillow"})
+
+
+def _decode(path, ds, notes):
+    """``ds.pixel_array``; JPEG Extended with 12-bit samples, which pydicom 3.0 refuses to hand
+    to GDCM, is decoded by GDCM directly (a ``decoder_fallback`` note)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax == JPEGExtended12Bit and int(ds.get("BitsStored", 8)) > 8 and not _pydicom_decodes_jpeg12():
+        try:
+            pixels = _decode_with_gdcm(path, ds)
+        except Exception as e:
+            error = e
+        else:
+            _note(notes, "decoder_fallback", f"{path}: 12-bit JPEG Extended decoded by GDCM directly, outside pydicom")
+            return pixels
+    else:
+        try:
+            return ds.pixel_array
+        except Exception as e:  # missing decoder plugins, truncated pixel data, bad tags
+            error = e
+    raise DicomReadError(
+        f"{path}: cannot decode pixel data (transfer syntax {syntax or 'unknown'}; {type(error).__name__}: {error})"
+    ) from error
+
+
+def read_dicom(
+    path, *, scaling="auto", percentiles=DEFAULT_PERCENTILES, allow_no_file_meta=True, notes=None
+) -> np.ndarray:
+    """Decode a grayscale DICOM into a display-correct ``uint8`` HxW array (0..255).
+
+    Steps (PS3.3 C.11): Modality LUT or RescaleSlope/Intercept; then with ``scaling``
+    "auto" the VOI LUT Sequence (:func:`apply_voi_lut_sequence`, display range = range of
+    its entries), else the first WindowCenter/WindowWidth pair with its VOILUTFunction
+    (pydicom's ``apply_windowing``, display range = the window's output range), else the
+    full range of the values; "minmax" / "percentile" ignore the file's VOI and use
+    :func:`intensity_range`. Then MONOCHROME1 is inverted and the display range mapped
+    onto 0..255 by :func:`scale_to_uint8`.
+
+    Compressed transfer syntaxes are decoded by pydicom's plugins (docs/images.md lists
+    the packages per syntax). ``allow_no_file_meta``/``notes``: see :func:`_open`;
+    ``notes`` (a list) also receives ``invalid_voi`` and ``decoder_fallback`` notes.
     Raises :class:`DicomReadError` naming the file when it is missing, not DICOM, has no
-    pixel data, cannot be decoded (e.g. a compressed transfer syntax without its
-    decoder installed) or is not a single-frame grayscale image.
+    pixel data, cannot be decoded or is not a single-frame grayscale image; ValueError for
+    an unknown ``scaling``.
     """
-    ds = _open(path)
+    if scaling not in SCALINGS:
+        raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
+    ds = _open(path, allow_no_file_meta=allow_no_file_meta, notes=notes)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise DicomReadError(f"{path}: DICOM has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
@@ -189,35 +460,14 @@ def read_dicom(path) -> np.ndarray:
             f"{path}: unsupported PhotometricInterpretation {photometric or '(missing)'!r}; "
             "only grayscale MONOCHROME1/MONOCHROME2 images are supported"
         )
-    try:
-        pixels = ds.pixel_array
-    except Exception as e:  # missing decoder plugins, truncated pixel data, bad tags
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DicomReadError(
-            f"{path}: cannot decode pixel data (transfer syntax {syntax}; {type(e).__name__}: {e})"
-        ) from e
+    pixels = _decode(path, ds, notes)
     if pixels.ndim != 2:
         raise DicomReadError(f"{path}: expected a single-frame 2-D image, got pixel array of shape {pixels.shape}")
 
-    values = apply_modality_lut(pixels, ds)
-    low = high = None
-    if _has_voi(ds):
-        try:
-            if ds.get("VOILUTSequence") and values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
-                values = values.astype(np.int64)  # VOI LUTs index by integer values
-            windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
-            low, high = _voi_output_range(ds)
-            values = windowed
-        except Exception as e:  # an invalid window (width < 1, empty tag) falls back to min-max
-            logger.warning("%s: VOI LUT/window not applicable (%s); using the pixel range instead", path, e)
-            low = high = None
-    values = np.asarray(values, dtype=np.float64)
-    if low is None:
-        low, high = float(values.min()), float(values.max())
-    if high > low:
-        scaled = (values - low) * (255.0 / (high - low))
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    voi = _apply_voi(values, ds, path, notes) if scaling == "auto" else None
+    if voi is not None:
+        values, (low, high) = voi
     else:
-        scaled = np.zeros_like(values)
-    if photometric == "MONOCHROME1":
-        scaled = 255.0 - scaled
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        low, high = intensity_range(values, scaling, percentiles)
+    return scale_to_uint8(values, low, high, invert=photometric == "MONOCHROME1")
