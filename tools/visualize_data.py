@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.engine import get_cxr_cfg
-from cxr_det.utils.visualizer import draw_ground_truth, load_rgb
+from cxr_det.utils.visualizer import MIN_LONG_SIDE, load_rgb, render_ground_truth
 
 
 def main():
@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--config-file", default="", help="config whose CXR.* options select classes/readers")
     parser.add_argument("--num", type=int, default=0, help="draw at most this many images (0: all)")
-    parser.add_argument("--scale", type=float, default=1.0, help="output scale")
+    parser.add_argument("--scale", type=float, default=1.0, help="output scale, applied after small images are upscaled to %d px on the long side" % MIN_LONG_SIDE)
     parser.add_argument("--no-readers", action="store_true", help="do not print reader ids")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
@@ -38,7 +38,11 @@ def main():
         records = records[: args.num]
     os.makedirs(args.output, exist_ok=True)
     for record in tqdm(records, desc=f"drawing {args.dataset}"):
-        drawn = draw_ground_truth(load_rgb(record["file_name"]), record, class_names, not args.no_readers, args.scale)
+        n = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
+        drawn = render_ground_truth(
+            load_rgb(record["file_name"]), record, class_names, not args.no_readers, args.scale,
+            min_long_side=MIN_LONG_SIDE, title=f"Ground truth ({n} box{'es' if n != 1 else ''})",
+        ).image
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), drawn[:, :, ::-1])
     print(f"wrote {len(records)} image(s) to {args.output}")

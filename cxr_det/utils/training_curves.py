@@ -84,31 +84,47 @@ def _figure(height: float, rows: int = 1):
     return fig, [fig.add_subplot(rows, 1, r + 1) for r in range(rows)]
 
 
-def _finish(fig, path: str) -> str:
-    for ax in fig.axes:
+def _finish(fig, path: str, extra_handles=()) -> str:
+    """Grid, legends outside the axes on the right (never over a curve), tight layout, save.
+
+    ``extra_handles`` (line styles, e.g. training vs validation) are appended to the first
+    axes' legend below its entries.
+    """
+    for i, ax in enumerate(fig.axes):
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize="small")
+        handles, labels = ax.get_legend_handles_labels()
+        if i == 0 and extra_handles:
+            handles, labels = handles + list(extra_handles), labels + [h.get_label() for h in extra_handles]
+        if handles:
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                      fontsize="medium", frameon=True)
     fig.tight_layout()
     fig.savefig(path)
     return path
 
 
 def _plot_losses(series, path: str) -> str:
-    """Training losses as lines, validation losses dashed with markers, one colour per loss."""
+    """Training losses as lines, validation losses dashed with markers, one colour per loss;
+    the legend names each loss once (its colour) and the two line styles."""
+    from matplotlib.lines import Line2D
+
     fig, (ax,) = _figure(FIGSIZE[1])
     names = sorted({k[len("val_"):] if k.startswith("val_") else k for k in series})
     names.sort(key=lambda n: n != "total_loss")
+    validation = dict(linestyle="--", marker="o", markersize=4)
     for color, name in enumerate(names):
         style = {"color": f"C{color % 10}", "linewidth": 2.0 if name == "total_loss" else 1.2}
         if name in series:
             ax.plot(*series[name], label=name, **style)
         if "val_" + name in series:
-            ax.plot(*series["val_" + name], linestyle="--", marker="o", markersize=3, label="val_" + name, **style)
+            ax.plot(*series["val_" + name], label=None if name in series else name, **validation, **style)
+    extra = ()
+    if any(k.startswith("val_") for k in series) and any(not k.startswith("val_") for k in series):
+        extra = (Line2D([], [], color="0.3", label="training"), Line2D([], [], color="0.3", label="validation", **validation))
     ax.set_title("losses")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    return _finish(fig, path)
+    return _finish(fig, path, extra)
 
 
 def _plot_metrics(series, path: str) -> str:
