@@ -1,5 +1,10 @@
 """Config keys of cxr_det, all under ``cfg.CXR`` (see :func:`add_cxr_config`)."""
+import logging
+
+import torch
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from cxr_det.data.clinical.config import add_clinical_config
 from cxr_det.data.datasets.labels import MDF_NET_CLASSES, VINDR_KAGGLE_CLASSES
@@ -62,4 +67,37 @@ def add_cxr_config(cfg):
     from cxr_det.engine.config import add_training_control_config  # here: cxr_det.engine imports this module
 
     add_training_control_config(cfg)  # cfg.CXR.TRAIN
+    return cfg
+
+
+logger = logging.getLogger(__name__)
+
+
+def get_cxr_cfg(config_file=None, opts=(), *, builds_model=True):
+    """A config with cxr_det's keys, merged from ``config_file`` and ``opts``; not frozen.
+
+    Args:
+        config_file: YAML path (``_BASE_`` allowed), or None for the defaults.
+        opts: ``[KEY, VALUE, ...]`` overrides, applied after the file.
+        builds_model: adapt the config to this machine (:func:`adapt_to_device`). Tools
+            that only read data pass False, so they stay quiet about devices.
+    """
+    cfg = get_cfg()
+    add_cxr_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if builds_model:
+        adapt_to_device(cfg)
+    return cfg
+
+
+def adapt_to_device(cfg):
+    """Run a GPU config on a machine without CUDA: CPU device, AMP off (it asserts CUDA)."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but CUDA is not available: using cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        logger.warning("SOLVER.AMP.ENABLED needs CUDA; mixed precision turned off on cpu")
+        cfg.SOLVER.AMP.ENABLED = False
     return cfg

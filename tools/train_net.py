@@ -2,25 +2,31 @@
 """Train and evaluate detectors on chest X-ray datasets with detectron2.
 
     tools/train_net.py --config-file configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml
-    tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    tools/train_net.py --config-file ... --resume                       # continue an interrupted run
+    tools/train_net.py --eval-only --run output/reflacx/faster_rcnn_R_50_FPN_3x [KEY VALUE ...]
+    tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     tools/train_net.py --config-file ... --num-gpus 8
+
+SIGINT (Ctrl-C) or SIGTERM saves a checkpoint after the current iteration and exits with
+130 / 143 and the command that resumes.
 """
+import sys
+
 import cxr_det  # noqa: F401  (applies detectron2 compatibility fixes first)
 import cxr_det.modeling  # noqa: F401  (registers backbones and meta-architectures)
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from cxr_det.engine import Trainer, setup
+from cxr_det.engine import CXRCheckpointer, Trainer, TrainingInterrupted, argument_parser, setup
 
 
 def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        CXRCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -28,11 +34,14 @@ def main(args):
 
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except TrainingInterrupted as stop:
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

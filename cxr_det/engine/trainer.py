@@ -1,115 +1,60 @@
-"""The detectron2 trainer and config set-up for chest X-ray datasets."""
+"""The detectron2 trainer for chest X-ray datasets: strict, self-describing, interruptible runs."""
 import logging
 import os
+import shlex
+import sys
 
-import torch
 from fvcore.nn import parameter_count_table
 
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import detection_utils as utils
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import verify_results
-from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
-from cxr_det.config import add_cxr_config
-from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer, prepare_clinical
-from cxr_det.data.datasets.builtin import register_from_config
+from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer
 from cxr_det.data.mapper import CXRDatasetMapper
+from cxr_det.engine.checkpoint import CXRCheckpointer
 from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
+from cxr_det.engine.interrupt import GracefulInterrupt, ResumableTensorboardWriter, TrainingInterrupted
+from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord, truncate_metrics
 from cxr_det.evaluation import CXRDetectionEvaluator
-from cxr_det.modeling.config import fusion_enabled
-from cxr_det.modeling.meta_arch import ClinicalFusionMixin
 
 logger = logging.getLogger(__name__)
 
 
-def get_cxr_cfg(config_file=None, opts=()):
-    """A config with cxr_det's keys, merged from ``config_file`` and ``opts``; not frozen."""
-    cfg = get_cfg()
-    add_cxr_config(cfg)
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    adapt_to_device(cfg)
-    return cfg
-
-
-def adapt_to_device(cfg):
-    """Run a GPU config on a machine without CUDA: CPU device, AMP off (it asserts CUDA)."""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but CUDA is not available: using cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
-        logger.warning("SOLVER.AMP.ENABLED needs CUDA; mixed precision turned off on cpu")
-        cfg.SOLVER.AMP.ENABLED = False
-    return cfg
-
-
-def setup(args):
-    """``train_net``'s set-up: config from ``--config-file`` and opts, logging, dataset
-    registration, and (with clinical data) the training split's clinical statistics."""
-    cfg = get_cxr_cfg(args.config_file, args.opts)
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_det", abbrev_name="cxr")
-    register_from_config(cfg)
-    check_num_classes(cfg)
-    check_fusion_architecture(cfg)
-    if cfg.CXR.CLINICAL.ENABLED:
-        prepare_clinical(cfg, training=not args.eval_only)
-        if comm.is_main_process():
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-                f.write(cfg.dump())
-    cfg.freeze()
-    return cfg
-
-
-def _meta_architecture(cfg):
-    """The class ``MODEL.META_ARCHITECTURE`` names in detectron2's registry."""
-    return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-
-
-def check_fusion_architecture(cfg):
-    """Fail early when ``CXR.FUSION`` asks for fusion from a meta-architecture that has none
-    (it would otherwise be ignored silently and an image-only model trained)."""
-    if fusion_enabled(cfg) and not issubclass(_meta_architecture(cfg), ClinicalFusionMixin):
-        raise ValueError(
-            f"CXR.FUSION is set (SPATIAL {cfg.CXR.FUSION.SPATIAL!r}, ROI {cfg.CXR.FUSION.ROI}) but "
-            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} does not fuse clinical data; "
-            "use ClinicalGeneralizedRCNN or ClinicalRetinaNet"
-        )
-
-
-def class_head_key(cfg) -> str:
-    """The config node holding the model's ``NUM_CLASSES``: ``"RETINANET"`` for RetinaNet and its
-    subclasses, else ``"ROI_HEADS"``."""
-    return "RETINANET" if issubclass(_meta_architecture(cfg), RetinaNet) else "ROI_HEADS"
-
-
-def check_num_classes(cfg):
-    """Fail early when the model's class count differs from the datasets' class list."""
-    head = class_head_key(cfg)
-    expected = cfg.MODEL[head].NUM_CLASSES
-    for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is not None and len(classes) != expected:
-            raise ValueError(
-                f"MODEL.{head}.NUM_CLASSES is {expected} but dataset {name} has {len(classes)} classes "
-                f"{list(classes)}; set MODEL.{head}.NUM_CLASSES {len(classes)}"
-            )
-
-
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations) and the
-    chest X-ray evaluator (COCO, VinBigData, IoBB, FROC, image-level; ``TEST.CXR_EVAL``)."""
+    """DefaultTrainer with the chest X-ray mapper (PNG/JPEG/DICOM, albumentations), the chest
+    X-ray evaluator (COCO, VinBigData, IoBB, FROC, image-level; ``TEST.CXR_EVAL``), and a run
+    lifecycle:
+
+    - checkpoints carry a :class:`~cxr_det.engine.run.RunRecord` (config, class names,
+      clinical features, image frame) and the clinical statistics; ``OUTPUT_DIR/run.json``
+      holds the same record;
+    - loading is strict (:class:`~cxr_det.engine.checkpoint.CXRCheckpointer`): only
+      pretrained model-zoo weights may fill part of a new model, and that is logged;
+    - SIGINT / SIGTERM save a checkpoint after the current iteration and stop
+      (:class:`~cxr_det.engine.interrupt.GracefulInterrupt`), raising
+      :class:`~cxr_det.engine.interrupt.TrainingInterrupted` out of :meth:`train`;
+    - ``resume_or_load(resume=True)`` logs where it continues and drops the interrupted
+      run's ``metrics.json`` lines and TensorBoard events past that iteration.
+    """
 
     def __init__(self, cfg):
+        # Before detectron2 builds the data loader: its worker processes inherit the handlers,
+        # so an interrupt from the terminal does not kill them mid-batch.
+        self._interrupt = GracefulInterrupt()
+        self._interrupt.install()
         super().__init__(cfg)
         if cfg.CXR.CLINICAL.ENABLED:
             # The statistics travel in every checkpoint, next to the weights they belong to.
             self.checkpointer.checkpointables[CHECKPOINT_KEY] = load_featurizer(cfg)
+        class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []) if cfg.DATASETS.TRAIN else []
+        self.run_record = RunRecord(cfg, class_names)
+        self.checkpointer.checkpointables[RUN_RECORD_KEY] = self.run_record
+        if comm.is_main_process():
+            self.run_record.save(cfg.OUTPUT_DIR)
 
     @classmethod
     def build_model(cls, cfg):
@@ -123,9 +68,23 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return CXRDetectionEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
 
+    def build_writers(self):
+        """detectron2's writers, with a TensorBoard writer that can drop events past a resume point."""
+        self._tensorboard = ResumableTensorboardWriter(self.cfg.OUTPUT_DIR)
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            self._tensorboard,
+        ]
+
     def build_hooks(self):
-        """detectron2's hooks plus validation loss, best checkpoint, plateau LR, early stop, curves."""
+        """detectron2's hooks plus validation loss, best checkpoint, plateau LR, early stop,
+        curves, and the interrupt hook (last, so it sees the iteration's evaluation done)."""
         cfg = self.cfg
+        # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this; the
+        # hooks built here must hold the strict one.
+        old = self.checkpointer
+        self.checkpointer = CXRCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables)
 
         def val_loader():  # keeps annotations; test-time resize, no random augmentation
             mapper = CXRDatasetMapper(
@@ -133,7 +92,30 @@ class Trainer(DefaultTrainer):
             )
             return build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=mapper)
 
-        return add_training_control_hooks(super().build_hooks(), cfg, self.checkpointer, val_data_loader=val_loader)
+        hook_list = add_training_control_hooks(super().build_hooks(), cfg, self.checkpointer, val_data_loader=val_loader)
+        return hook_list + [self._interrupt.hook(self.checkpointer)]
+
+    def resume_or_load(self, resume=True):
+        """Resume from ``OUTPUT_DIR``'s last checkpoint (strictly; logged with its iteration,
+        later metrics dropped) or, without one, load ``MODEL.WEIGHTS`` (pretrained model-zoo
+        weights may fill part of the model: fine-tuning, logged)."""
+        if resume and self.checkpointer.has_checkpoint():
+            path = self.checkpointer.get_checkpoint_file()
+            self.checkpointer.allow_pretrained_partial = False
+            super().resume_or_load(resume=True)
+            logger.info(f"Resuming from {path}: continuing at iteration {self.start_iter} of {self.max_iter}")
+            if comm.is_main_process():
+                dropped = truncate_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
+                if dropped:
+                    logger.info(f"metrics.json: {dropped} line(s) of the interrupted run past iteration "
+                                f"{self.start_iter - 1} dropped")
+                self._tensorboard.restart_at(self.start_iter)
+            return
+        if resume:
+            logger.warning(f"--resume: no checkpoint in {self.cfg.OUTPUT_DIR} (no last_checkpoint file); "
+                           f"starting at iteration 0 from MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS or '(none)'}")
+        self.checkpointer.allow_pretrained_partial = True
+        super().resume_or_load(resume=False)
 
     def train(self):
         try:
@@ -143,6 +125,13 @@ class Trainer(DefaultTrainer):
             if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
                 verify_results(self.cfg, self._last_eval_results)
             return getattr(self, "_last_eval_results", None)
+        except TrainingInterrupted as stop:
+            argv = [a for a in sys.argv if a != "--resume"]
+            command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + argv + ["--resume"])
+            logger.warning(f"{stop}. Resume with:\n  {command}")
+            raise
+        finally:
+            self._interrupt.uninstall()
 
     @classmethod
     def build_train_loader(cls, cfg):

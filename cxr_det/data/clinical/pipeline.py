@@ -42,29 +42,39 @@ def with_clinical(load_fn, cfg, dataset, root):
     return load
 
 
-def _stats_candidates(cfg):
-    if cfg.CXR.CLINICAL.STATS_FILE:
-        yield cfg.CXR.CLINICAL.STATS_FILE
-    if cfg.MODEL.WEIGHTS and os.path.isfile(cfg.MODEL.WEIGHTS):
-        yield os.path.join(os.path.dirname(cfg.MODEL.WEIGHTS), STATS_FILE_NAME)
+def _checkpoint_state(weights):
+    if weights and os.path.isfile(weights) and weights.endswith(".pth"):
+        return torch.load(weights, map_location="cpu", weights_only=True, mmap=True).get(CHECKPOINT_KEY)
+    return None
 
 
 def load_featurizer(cfg):
-    """The fitted featurizer for a config: from ``STATS_FILE``, beside ``MODEL.WEIGHTS``, or
-    from the checkpoint itself; raises if none has statistics."""
-    for path in _stats_candidates(cfg):
-        if os.path.isfile(path):
-            return ClinicalFeaturizer.load(path)
+    """The fitted featurizer for a config, from (first found) ``CXR.CLINICAL.STATS_FILE``, the
+    checkpoint ``MODEL.WEIGHTS`` itself (the statistics it was trained with), or
+    ``clinical_stats.json`` beside it.
+
+    Raises:
+        FileNotFoundError: none of them holds statistics.
+    """
+    looked = []
+    if cfg.CXR.CLINICAL.STATS_FILE:
+        if os.path.isfile(cfg.CXR.CLINICAL.STATS_FILE):
+            return ClinicalFeaturizer.load(cfg.CXR.CLINICAL.STATS_FILE)
+        looked.append(cfg.CXR.CLINICAL.STATS_FILE)
     weights = cfg.MODEL.WEIGHTS
-    if weights and os.path.isfile(weights) and weights.endswith(".pth"):
-        state = torch.load(weights, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
-        if state:
-            featurizer = ClinicalFeaturizer.from_config(cfg)
-            featurizer.load_state_dict(state)
-            return featurizer
+    state = _checkpoint_state(weights)
+    if state:
+        featurizer = ClinicalFeaturizer.from_config(cfg)
+        featurizer.load_state_dict(state)
+        return featurizer
+    if weights and os.path.isfile(weights):
+        beside = os.path.join(os.path.dirname(weights), STATS_FILE_NAME)
+        looked += [f"{weights} (no {CHECKPOINT_KEY})", beside]
+        if os.path.isfile(beside):
+            return ClinicalFeaturizer.load(beside)
     raise FileNotFoundError(
         "CXR.CLINICAL.ENABLED needs the training split's clinical statistics: set "
-        f"CXR.CLINICAL.STATS_FILE (looked at {list(_stats_candidates(cfg)) or 'nothing'}), or "
+        f"CXR.CLINICAL.STATS_FILE (looked at {looked or 'nothing'}), or "
         "load MODEL.WEIGHTS from a checkpoint written by a clinical training run"
     )
 

@@ -13,6 +13,17 @@ from cxr_det.data.datasets.reflacx import register_reflacx
 from cxr_det.data.datasets.vindr import register_vindr
 
 SPLITS = ("train", "val", "test", "all")
+DATASETS = ("reflacx", "vindr")
+# The folders a dataset needs under the dataset root (any one of those listed), as shipped.
+DATASET_FOLDERS = {
+    "reflacx": ("reflacx",),
+    "vindr": ("vindr-cxr",),
+}
+
+
+def cxr_dataset_names():
+    """The dataset names cxr_det registers: ``<dataset>_<split>``."""
+    return [f"{dataset}_{split}" for dataset in DATASETS for split in SPLITS]
 
 
 def _unregister(name):
