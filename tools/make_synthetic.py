@@ -26,6 +26,12 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=512, help="nominal image side in pixels")
     p.add_argument("--layout", choices=("physionet", "kaggle"), default="physionet", help="VinDr layout")
     p.add_argument("--reflacx-dicom", action="store_true", help="REFLACX: also write the MIMIC-CXR DICOMs")
+    p.add_argument(
+        "--unzipped-tables",
+        action="store_true",
+        help="REFLACX: write the MIMIC tables (metadata, edstays, triage, patients) as plain .csv "
+        "instead of .csv.gz as PhysioNet ships them; the content is the same",
+    )
     return p.parse_args(argv)
 
 
@@ -41,7 +47,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     if args.format == "reflacx":
-        summary = make_reflacx(args.out, args.images, args.seed, size=args.size, write_dicom=args.reflacx_dicom)
+        summary = make_reflacx(
+            args.out, args.images, args.seed, size=args.size, write_dicom=args.reflacx_dicom,
+            gzip_tables=not args.unzipped_tables,
+        )
     else:
         summary = make_vindr(args.out, args.images, args.seed, size=args.size, layout=args.layout)
     elapsed = time.perf_counter() - start

@@ -3,7 +3,7 @@
 Writes the files the real datasets ship, in their layouts (see docs/CONTRACT.md and the
 shared dataset notes): REFLACX metadata and per-reading folders, JPG images with the
 MIMIC-CXR-JPG metadata table, and the clinical tables ``edstays``, ``triage`` and
-``patients``.
+``patients`` (the MIMIC tables gzipped, as PhysioNet ships them, unless asked otherwise).
 
 The images hold the true lesions; every REFLACX reading is a noisy view of them (boxes
 jittered, a lesion sometimes missed or given a second label, phase-1 label names in
@@ -14,6 +14,8 @@ dirt (Celsius temperatures, blanks, text in numeric columns, impossible values) 
 injected into the triage table at low rates.
 """
 import csv
+import gzip
+import io
 import logging
 import shutil
 from collections import Counter
@@ -151,11 +153,22 @@ class DatasetWriter:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def csv(self, rel, header, rows):
-        with open(self.path(rel), "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
+    def csv(self, rel, header, rows, gzipped=False):
+        """Write a CSV table; ``gzipped``: as ``<rel>.gz``, the way PhysioNet ships MIMIC tables.
+
+        The text is the same either way. The gzip header carries no time stamp or file
+        name, so the bytes depend on the content only (same seed, same files).
+        """
+        buffer = io.StringIO()
+        w = csv.writer(buffer, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        data = buffer.getvalue().encode("utf-8")
+        if gzipped:
+            with open(self.path(rel + ".gz"), "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:
+                z.write(data)
+        else:
+            self.path(rel).write_bytes(data)
         self.files += 1
 
     def text(self, rel, text):
@@ -364,13 +377,16 @@ def _num(v, fmt="{:.1f}"):
     return "" if v is None else fmt.format(v)
 
 
-def make_reflacx(out, n_images, seed, size=512, write_dicom=False) -> dict:
+def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=True) -> dict:
     """Write a synthetic REFLACX dataset with its MIMIC images and clinical tables under ``out``.
 
     ``n_images`` distinct chest X-rays (>= 5); about 5% go to phase 1 and 5% to phase 2
     (at least 2 each, 5 readings per image), the rest to phase 3 (one reading each).
     ``size``: nominal image side in pixels (each image's sides vary 0.85-1.15x).
     ``write_dicom``: also write the MIMIC-CXR DICOMs (same pixels, 12-bit).
+    ``gzip_tables``: write the MIMIC tables (``mimic-cxr-2.0.0-metadata``, ``edstays``,
+    ``triage``, ``patients``) as ``.csv.gz``, as PhysioNet ships them; False writes ``.csv``
+    (what a user who gunzipped them has). The content is the same either way.
     Deterministic in ``seed``. Returns a summary dict (counts per split/class, files written).
     """
     n = int(n_images)
@@ -515,7 +531,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False) -> dict:
     for phase in (1, 2, 3):
         writer.csv(f"reflacx/main_data/metadata_phase_{phase}.csv", head + phase_labels[phase], metadata[phase])
 
-    clinical = _write_clinical(writer, rng, images)
+    clinical = _write_clinical(writer, rng, images, gzip_tables)
 
     per_split = Counter(im.split for im in images)
     lesions = Counter(l for im in images for l, _ in im.lesions)
@@ -574,8 +590,8 @@ def _write_reading_extras(writer, rng, rid, im, rows):
     writer.csv(f"reflacx/gaze_data/{rid}/gaze.csv", _GAZE_COLUMNS, gaze)
 
 
-def _write_clinical(writer, rng, images):
-    """MIMIC-CXR-JPG metadata, MIMIC-IV-ED edstays/triage and MIMIC-IV patients."""
+def _write_clinical(writer, rng, images, gzipped=True):
+    """MIMIC-CXR-JPG metadata, MIMIC-IV-ED edstays/triage and MIMIC-IV patients (``.csv.gz`` if ``gzipped``)."""
     # Study times per subject: first study in a shifted year, later ones weeks to years after.
     by_subject = {}
     for im in images:
@@ -612,7 +628,7 @@ def _write_clinical(writer, rng, images):
         cxr_rows.append(
             [im.dicom_id, im.subject_id, im.study_id, desc, im.view, im.height, im.width, t.strftime("%Y%m%d"), f"{study_time:.3f}".rstrip("0").rstrip("."), desc, "postero-anterior" if pa else "antero-posterior", "Erect" if pa else "Recumbent"]
         )
-    writer.csv("mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv", _CXR_META_COLUMNS, cxr_rows)
+    writer.csv("mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv", _CXR_META_COLUMNS, cxr_rows, gzipped=gzipped)
 
     stay_taken = set()
     hadm_taken = set()
@@ -687,6 +703,7 @@ def _write_clinical(writer, rng, images):
             [s["subject_id"], "" if s["hadm_id"] is None else s["hadm_id"], s["stay_id"], _fmt_dt(s["intime"]), _fmt_dt(s["outtime"]), patients[s["subject_id"]]["gender"], s["race"], s["transport"], s["disposition"]]
             for s in stays
         ],
+        gzipped=gzipped,
     )
     writer.csv(
         "mimic-iv-ed/ed/triage.csv",
@@ -695,11 +712,13 @@ def _write_clinical(writer, rng, images):
             [s["subject_id"], s["stay_id"], _num(s["temperature"]), _num(s["heartrate"]), _num(s["resprate"]), _num(s["o2sat"]), _num(s["sbp"]), _num(s["dbp"]), s["pain"] or "", _num(s["acuity"]), s["chiefcomplaint"]]
             for s in stays
         ],
+        gzipped=gzipped,
     )
     writer.csv(
         "mimic-iv/hosp/patients.csv",
         _PATIENTS_COLUMNS,
         [[sid, p["gender"], p["anchor_age"], p["anchor_year"], p["anchor_year_group"], p["dod"]] for sid, p in sorted(patients.items())],
+        gzipped=gzipped,
     )
     return {
         "ed_stays": len(stays),
