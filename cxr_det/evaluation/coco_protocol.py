@@ -1,7 +1,9 @@
 """COCO metrics (AP, AP50, AP75, APs/m/l, per-class AP and AP50) on in-memory data.
 
 The COCOeval run is pycocotools' official one or faster-coco-eval's C++ one (the same
-numbers, several times faster); the metrics are derived from it by
+numbers, several times faster). Image ids of any type (VinDr's md5 strings, which
+faster-coco-eval cannot take) are mapped to integers in their sorted order first, so both
+backends see the same images in the same order; the metrics are derived from it by
 :class:`~cxr_det.evaluation.coco.CXRCOCOEvaluator`, so the keys, NaN rules and logged
 tables are exactly those of the training-time evaluator.
 """
@@ -18,7 +20,13 @@ from detectron2.structures import BoxMode
 
 from .coco import CXRCOCOEvaluator
 
-__all__ = ["records_to_coco", "predictions_to_coco_results", "faster_coco_eval_available", "coco_metrics"]
+__all__ = [
+    "records_to_coco",
+    "predictions_to_coco_results",
+    "faster_coco_eval_available",
+    "integer_image_ids",
+    "coco_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,35 @@ def _fresh(coco_gt: dict) -> dict:
     return out
 
 
+def integer_image_ids(coco_gt: dict, coco_results: Sequence[dict]):
+    """``(coco_gt, coco_results, dropped)`` with image ids replaced by 1, 2, ... in the
+    sorted order of the original ids (the order COCOeval visits them; given order if
+    they cannot be compared), so that any id type (e.g. md5 strings) works in both COCOeval
+    backends. Results for images not in ``coco_gt`` are dropped and counted in ``dropped``
+    (pycocotools would stop on them). Raises ValueError naming a repeated image id."""
+    ids = [img["id"] for img in coco_gt.get("images", [])]
+    seen = set()
+    for image_id in ids:
+        if image_id in seen:
+            raise ValueError(f"COCO ground truth: image id {image_id!r} is listed more than once")
+        seen.add(image_id)
+    try:
+        ordered = sorted(ids)
+    except TypeError:
+        ordered = ids
+    to_int = {image_id: k + 1 for k, image_id in enumerate(ordered)}
+    gt = dict(coco_gt)
+    gt["images"] = [dict(img, id=to_int[img["id"]]) for img in coco_gt.get("images", [])]
+    annotations = []
+    for anno in coco_gt.get("annotations", []):
+        if anno["image_id"] not in to_int:
+            raise ValueError(f"COCO ground truth: annotation {anno.get('id')} refers to unknown image {anno['image_id']!r}")
+        annotations.append(dict(anno, image_id=to_int[anno["image_id"]]))
+    gt["annotations"] = annotations
+    results = [dict(r, image_id=to_int[r["image_id"]]) for r in coco_results if r["image_id"] in to_int]
+    return gt, results, len(coco_results) - len(results)
+
+
 def _run_cocoeval(coco_gt: dict, results: List[dict], iou_type: str, use_faster: bool):
     if use_faster:
         from faster_coco_eval import COCO as FasterCOCO
@@ -163,9 +200,13 @@ def coco_metrics(
 
     ``tasks=None``: "bbox", plus "segm" when the results carry segmentations and every GT
     annotation has one. ``use_faster_coco_eval`` uses faster-coco-eval when installed
-    (else pycocotools, with a log line). No results at all gives NaN metrics, as in
-    detectron2.
+    (else pycocotools, with a log line). Image ids may be of any type (see
+    :func:`integer_image_ids`); results for images not in ``coco_gt`` are dropped with a
+    warning. No results at all gives NaN metrics, as in detectron2.
     """
+    coco_gt, coco_results, dropped = integer_image_ids(coco_gt, coco_results)
+    if dropped:
+        logger.warning("COCO: %d results for images not in the ground truth ignored", dropped)
     use_faster = bool(use_faster_coco_eval) and faster_coco_eval_available()
     if use_faster_coco_eval and not use_faster:
         logger.info("faster_coco_eval is not installed: using pycocotools' COCOeval")

@@ -40,6 +40,10 @@ def add_cxr_eval_config(cfg):
     _C.TEST.CXR_EVAL.PROTOCOLS = list(PROTOCOLS)
     # VinBigData: a prediction matches a GT box of its class when IoU is strictly above this.
     _C.TEST.CXR_EVAL.VINBIGDATA_IOU = 0.4
+    # VinBigData matching: "voc" (the PASCAL VOC devkit's, as the Kaggle metric and the map-boxes
+    # package: a detection whose best-IoU GT box is taken is a false positive) or "greedy" (it takes
+    # the best still-free GT box instead; not the reference, higher with overlapping readers' boxes).
+    _C.TEST.CXR_EVAL.VINBIGDATA_MATCHING = "voc"
     # MDF-Net: a prediction matches when intersection / (predicted box area) >= this.
     _C.TEST.CXR_EVAL.IOBB_THRESHOLD = 0.5
     # MDF-Net: predictions kept per image and class, by score (their COCOeval used 10); 0 keeps all.
@@ -51,6 +55,9 @@ def add_cxr_eval_config(cfg):
     # FROC IoU for a hit. 0.3 rather than 0.5: lesion extents on radiographs are vague and
     # readers disagree on them, and FROC asks whether the lesion was found, not how tightly boxed.
     _C.TEST.CXR_EVAL.FROC_IOU = 0.3
+    # FROC duplicates: "one_to_one" (a second hit of an already found lesion is a false positive)
+    # or "luna16" (the LUNA16 / CAMELYON16 rule, as MONAI's FROC: it is ignored).
+    _C.TEST.CXR_EVAL.FROC_RULE = "one_to_one"
     # Image-level decision thresholds on the image score (highest box score of the class):
     # one value for all, one per class, or one per class followed by one for "any".
     _C.TEST.CXR_EVAL.IMAGE_THRESHOLDS = [0.5]
@@ -58,6 +65,11 @@ def add_cxr_eval_config(cfg):
     _C.TEST.CXR_EVAL.PLOTS = True
     # Run COCOeval through faster-coco-eval when installed (same numbers, faster); else pycocotools.
     _C.TEST.CXR_EVAL.USE_FASTER_COCO_EVAL = True
+    # Bootstrap resamples of the images for 95% confidence intervals of AP50, mAP@0.4, CPM and AUC
+    # (a "bootstrap" results table); 0 = off, as during training (tools/evaluate.py uses 1000).
+    _C.TEST.CXR_EVAL.BOOTSTRAP = 0
+    # Seed of the bootstrap resampling (same seed, same intervals).
+    _C.TEST.CXR_EVAL.BOOTSTRAP_SEED = 0
     return cfg
 
 
@@ -108,6 +120,10 @@ class CXRDetectionEvaluator(DatasetEvaluator):
         image_thresholds=None,
         plots: Optional[bool] = None,
         use_faster_coco_eval: Optional[bool] = None,
+        vinbigdata_matching: Optional[str] = None,
+        froc_rule: Optional[str] = None,
+        bootstrap: Optional[int] = None,
+        bootstrap_seed: Optional[int] = None,
     ):
         """Options come from ``cfg.TEST.CXR_EVAL`` when ``cfg`` is given (else defaults);
         keyword arguments that are not None override them."""
@@ -124,6 +140,10 @@ class CXRDetectionEvaluator(DatasetEvaluator):
             image_thresholds=image_thresholds,
             plots=plots,
             use_faster_coco_eval=use_faster_coco_eval,
+            vinbigdata_matching=vinbigdata_matching,
+            froc_rule=froc_rule,
+            bootstrap=bootstrap,
+            bootstrap_seed=bootstrap_seed,
         )
         metadata = MetadataCatalog.get(dataset_name)
         if not metadata.get("thing_classes"):

@@ -23,6 +23,7 @@ __all__ = [
     "metrics_at_threshold",
     "best_fbeta_threshold",
     "resolve_thresholds",
+    "normal_image_metrics",
     "image_level_metrics",
 ]
 
@@ -135,12 +136,41 @@ def resolve_thresholds(thresholds, num_classes: int) -> np.ndarray:
     )
 
 
+def normal_image_metrics(images: Sequence[ImageBoxes], num_classes: int, cuts: np.ndarray):
+    """``(specificity, fp_per_normal)``, each (classes + 1,) with "any" last, at the
+    decision thresholds ``cuts`` (classes + 1,).
+
+    specificity: among the images without a GT box of the class (without any GT box for
+    "any"), the fraction whose image score is below the threshold, in [0, 1] (NaN if there
+    is no such image). fp_per_normal: predicted boxes of the class (of any class for
+    "any") scoring >= the threshold on the normal images (no GT box at all), divided by
+    the number of normal images (NaN if there is none).
+    """
+    scores, labels = image_scores(images, num_classes)
+    called = scores >= cuts[None, :]
+    negatives = ~labels
+    with np.errstate(invalid="ignore", divide="ignore"):
+        specificity = (negatives & ~called).sum(axis=0) / negatives.sum(axis=0)
+    normal = [im for im in images if len(im.gt_classes) == 0]
+    boxes = np.zeros(num_classes + 1)
+    for im in normal:
+        kept = im.pred_scores >= cuts[im.pred_classes]
+        np.add.at(boxes, im.pred_classes[kept], 1)
+        boxes[num_classes] += int((im.pred_scores >= cuts[num_classes]).sum())
+    fp_per_normal = boxes / len(normal) if normal else np.full(num_classes + 1, np.nan)
+    return specificity.astype(np.float64), fp_per_normal
+
+
 def image_level_metrics(images: Sequence[ImageBoxes], class_names: Sequence[str], thresholds=(0.5,)):
     """Per class and "any": ``AUC-``, ``AP-`` (step-wise, scikit-learn's definition),
-    ``recall-``, ``precision-``, ``F1-``, ``F2-`` at the row's threshold (``threshold-``,
-    a raw score), and the best F2 (``bestF2-``) with its threshold (``bestF2_threshold-``).
-    ``AUC`` and ``AP`` are means over the classes where they are defined. All metrics are
-    in percent; thresholds are scores in [0, 1]. Returns ``(results, curves)``.
+    ``recall-``, ``precision-``, ``F1-``, ``F2-``, ``specificity-`` at the row's threshold
+    (``threshold-``, a raw score), ``FP_per_normal_image-`` (boxes scoring >= the threshold
+    on normal images, per normal image; a rate, not a percentage, see
+    :func:`normal_image_metrics`), and the best F2 (``bestF2-``) with its threshold
+    (``bestF2_threshold-``). Summary: ``AUC`` and ``AP`` (means over the classes where
+    they are defined), ``specificity`` and ``FP_per_normal_image`` (the "any" row: a set
+    of normal images only has no AUC or AP, and is judged by these two). Metrics are in
+    percent; thresholds are scores in [0, 1]. Returns ``(results, curves)``.
     """
     names = list(class_names) + [ANY]
     scores, labels = image_scores(images, len(class_names))
@@ -165,10 +195,15 @@ def image_level_metrics(images: Sequence[ImageBoxes], class_names: Sequence[str]
         values = values[~np.isnan(values)]
         return float(values.mean()) * 100 if values.size else float("nan")
 
+    specificity, fp_per_normal = normal_image_metrics(images, len(class_names), cuts)
     results = OrderedDict([("AUC", mean("AUC")), ("AP", mean("AP"))])
-    for name, (row, cut, best_threshold) in rows.items():
+    results["specificity"] = float(specificity[-1]) * 100
+    results["FP_per_normal_image"] = float(fp_per_normal[-1])
+    for k, (name, (row, cut, best_threshold)) in enumerate(rows.items()):
         for metric, value in row.items():
             results[f"{metric}-{name}"] = float(value) * 100
+        results[f"specificity-{name}"] = float(specificity[k]) * 100
+        results[f"FP_per_normal_image-{name}"] = float(fp_per_normal[k])
         results[f"threshold-{name}"] = cut
         results[f"bestF2_threshold-{name}"] = best_threshold
     return results, curves

@@ -24,7 +24,8 @@ TITLES = {
     "vinbigdata": "VinBigData (PASCAL VOC AP, IoU > threshold, with 'No finding')",
     "iobb": "MDF-Net IoBB",
     "froc": "FROC (lesion sensitivity at FPs per image)",
-    "image": "Image-level findings",
+    "image": "Image-level findings (specificity and FP_per_normal_image at the threshold)",
+    "bootstrap": "Bootstrap 95% confidence intervals over images (percentile)",
 }
 
 
@@ -78,8 +79,9 @@ def _columns(results, options) -> List[tuple]:
     if "froc" in results:
         cols.append(("froc_CPM", "froc", "CPM", "CPM"))
     if "image" in results:
-        for m in ("AUC", "AP", "recall", "precision", "F1", "F2"):
-            cols.append((f"image_{m}", "image", m, m if m in ("AUC", "AP") else None))
+        for m in ("AUC", "AP", "recall", "precision", "F1", "F2", "specificity", "FP_per_normal_image"):
+            summary = m if m in ("AUC", "AP", "specificity", "FP_per_normal_image") else None
+            cols.append((f"image_{m}", "image", m, summary))
         cols.append(("image_bestF2_threshold", "image", "bestF2_threshold", None))
     return cols
 
