@@ -1,5 +1,6 @@
 """Clinical table: MIMIC-IV-ED join, user CSV, VinDr DICOM headers, cleaning, featurizer statistics."""
 import csv
+import gzip
 import json
 import logging
 import math
@@ -170,6 +171,53 @@ def test_join_missing_file_names_it(mimic, rel):
     (mimic / rel).unlink()
     with pytest.raises(DatasetFormatError, match=rel.split("/")[-1]):
         load_reflacx_clinical(mimic, dicom_ids=IMAGES)
+
+
+MIMIC_TABLES = ["mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv", "mimic-iv-ed/ed/edstays.csv",
+                "mimic-iv-ed/ed/triage.csv", "mimic-iv/hosp/patients.csv"]
+
+
+def gzip_in_place(path, dest=None):
+    """Replace ``x.csv`` by ``x.csv.gz`` (or ``dest``), as PhysioNet ships the MIMIC tables."""
+    dest = dest or path.with_name(path.name + ".gz")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return dest
+
+
+def test_join_reads_tables_as_physionet_ships_them_gzipped(mimic):
+    """The four tables as shipped (.csv.gz): the same records as the unzipped .csv (before:
+    "mimic-cxr-2.0.0-metadata.csv: file not found")."""
+    unzipped = load_reflacx_clinical(mimic, dicom_ids=IMAGES)
+    for rel in MIMIC_TABLES:
+        gzip_in_place(mimic / rel)
+        assert not (mimic / rel).exists()
+    shipped = load_reflacx_clinical(mimic, dicom_ids=IMAGES)
+    assert json.dumps(shipped, sort_keys=True) == json.dumps(unzipped, sort_keys=True)  # NaN == NaN as text
+    assert (shipped["img_inside"]["stay_id"], shipped["img_inside"]["age"]) == (11, 62.0)
+    # MIMIC-IV 1.0 kept patients in core/, not hosp/.
+    (mimic / "mimic-iv/core").mkdir()
+    (mimic / "mimic-iv/hosp/patients.csv.gz").rename(mimic / "mimic-iv/core/patients.csv.gz")
+    assert json.dumps(load_reflacx_clinical(mimic, dicom_ids=IMAGES), sort_keys=True) == json.dumps(unzipped, sort_keys=True)
+    (mimic / "mimic-iv/core/patients.csv.gz").unlink()
+    with pytest.raises(DatasetFormatError, match=r"hosp/patients\.csv\.gz: file not found \(also looked for .*"
+                       r"hosp/patients\.csv, .*core/patients\.csv\.gz, .*core/patients\.csv\)"):
+        load_reflacx_clinical(mimic, dicom_ids=IMAGES)
+
+
+def test_damaged_gzip_names_the_file(mimic):
+    path = mimic / "mimic-iv-ed/ed/triage.csv.gz"
+    path.write_bytes(gzip.compress((mimic / "mimic-iv-ed/ed/triage.csv").read_bytes())[:40])  # truncated
+    (mimic / "mimic-iv-ed/ed/triage.csv").unlink()
+    with pytest.raises(DatasetFormatError, match=r"triage\.csv\.gz: cannot be decompressed"):
+        load_reflacx_clinical(mimic, dicom_ids=IMAGES)
+
+
+def test_user_csv_gzipped(tmp_path):
+    path = gzip_in_place(write_csv(tmp_path / "clinical.csv", ["dicom_id", "age"], [["a", "65"], ["b", ""]]))
+    table, key = load_clinical_table(str(path), "reflacx")
+    assert key == "dicom_id" and table["a"]["age"] == 65.0 and math.isnan(table["b"]["age"])
 
 
 def test_join_missing_column_names_file_and_column(mimic):

@@ -1,4 +1,5 @@
 """Synthetic dataset generator: real on-disk layouts, determinism, look-alike signal, dirt."""
+import gzip
 import hashlib
 import importlib.util
 import re
@@ -85,7 +86,7 @@ def _true_labels(frame):
 
 
 def _csv_bytes(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.csv"))}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.csv*"))}
 
 
 def test_reflacx_is_deterministic_in_seed(reflacx, tmp_path):
@@ -99,8 +100,54 @@ def test_reflacx_is_deterministic_in_seed(reflacx, tmp_path):
 
     make_reflacx(tmp_path / "other", N_REFLACX, seed=4, size=SIZE)
     c = _csv_bytes(tmp_path / "other")
-    for rel in ("reflacx/main_data/metadata_phase_3.csv", "mimic-iv-ed/ed/triage.csv", "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv"):
+    for rel in ("reflacx/main_data/metadata_phase_3.csv", "mimic-iv-ed/ed/triage.csv.gz", "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz"):
         assert a[rel] != c[rel]
+
+
+# The MIMIC tables as PhysioNet ships them (gzipped), relative to the dataset root.
+MIMIC_TABLES = (
+    "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz",
+    "mimic-iv-ed/ed/edstays.csv.gz",
+    "mimic-iv-ed/ed/triage.csv.gz",
+    "mimic-iv/hosp/patients.csv.gz",
+)
+
+
+def test_reflacx_mimic_tables_gzipped_by_default_with_unzipped_option(reflacx, tmp_path):
+    """Default: the 4 MIMIC tables are .csv.gz (and no .csv); ``gzip_tables=False`` writes the
+    same text as .csv. Every other file is byte-identical, so the records do not change."""
+    root, summary = reflacx
+    for rel in MIMIC_TABLES:
+        assert (root / rel).is_file() and not (root / rel[:-3]).exists(), rel
+        raw = (root / rel).read_bytes()
+        assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # gzip magic; mtime 0: same bytes every run
+    plain_root = tmp_path / "plain"
+    plain = make_reflacx(plain_root, N_REFLACX, seed=3, size=SIZE, gzip_tables=False)
+    assert plain["files_written"] == summary["files_written"]
+    for rel in MIMIC_TABLES:
+        assert not (plain_root / rel).exists()
+        assert gzip.decompress((root / rel).read_bytes()) == (plain_root / rel[:-3]).read_bytes(), rel
+    others = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.suffix != ".gz")
+    assert len(others) > len(MIMIC_TABLES)
+    assert all((root / p).read_bytes() == (plain_root / p).read_bytes() for p in others)
+
+
+def _make_synthetic_tool():
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "tools/make_synthetic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_make_synthetic_cli_unzipped_tables(tmp_path):
+    make_synthetic_main = _make_synthetic_tool().main
+    assert make_synthetic_main(["--format", "reflacx", "--out", str(tmp_path / "z"), "--images", "6", "--size", "96"]) == 0
+    assert make_synthetic_main(
+        ["--format", "reflacx", "--out", str(tmp_path / "u"), "--images", "6", "--size", "96", "--unzipped-tables"]
+    ) == 0
+    for rel in MIMIC_TABLES:
+        assert (tmp_path / "z" / rel).is_file() and not (tmp_path / "z" / rel[:-3]).exists()
+        assert (tmp_path / "u" / rel[:-3]).is_file() and not (tmp_path / "u" / rel).exists()
 
 
 def test_reflacx_metadata_columns_and_ids(reflacx, reflacx_meta):
@@ -178,7 +225,7 @@ def test_reflacx_reading_folders_and_gaze(reflacx, reflacx_meta):
 
 def test_reflacx_images_match_metadata(reflacx, reflacx_meta):
     root = reflacx[0]
-    cxr = _strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv")
+    cxr = _strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz")
     assert list(cxr.columns) == [
         "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
         "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
@@ -201,7 +248,7 @@ def test_reflacx_images_match_metadata(reflacx, reflacx_meta):
 
 
 def _study_times(root):
-    cxr = _strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv")
+    cxr = _strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz")
     out = {}
     for _, row in cxr.iterrows():
         t = float(row["StudyTime"])
@@ -232,9 +279,9 @@ def test_lookalikes_never_cooccur_and_differ_clinically(reflacx, reflacx_meta, e
     assert render.REFLACX_CLASS_PAINTERS["Consolidation"] == render.REFLACX_CLASS_PAINTERS["Pulmonary edema"]
 
     times = _study_times(root)
-    stays = _strings(root / "mimic-iv-ed/ed/edstays.csv")
-    triage = _strings(root / "mimic-iv-ed/ed/triage.csv").set_index("stay_id")
-    patients = _strings(root / "mimic-iv/hosp/patients.csv").set_index("subject_id")
+    stays = _strings(root / "mimic-iv-ed/ed/edstays.csv.gz")
+    triage = _strings(root / "mimic-iv-ed/ed/triage.csv.gz").set_index("stay_id")
+    patients = _strings(root / "mimic-iv/hosp/patients.csv.gz").set_index("subject_id")
     values = {"Consolidation": defaultdict(list), "Pulmonary edema": defaultdict(list)}
     matched = 0
     for dicom_id, (subject, when) in times.items():
@@ -265,9 +312,9 @@ def test_lookalikes_never_cooccur_and_differ_clinically(reflacx, reflacx_meta, e
 
 def test_clinical_tables_layout_and_dirt(reflacx):
     root, summary = reflacx
-    stays = _strings(root / "mimic-iv-ed/ed/edstays.csv")
-    triage = _strings(root / "mimic-iv-ed/ed/triage.csv")
-    patients = _strings(root / "mimic-iv/hosp/patients.csv")
+    stays = _strings(root / "mimic-iv-ed/ed/edstays.csv.gz")
+    triage = _strings(root / "mimic-iv-ed/ed/triage.csv.gz")
+    patients = _strings(root / "mimic-iv/hosp/patients.csv.gz")
     assert list(stays.columns) == ["subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race", "arrival_transport", "disposition"]
     assert list(triage.columns) == ["subject_id", "stay_id", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity", "chiefcomplaint"]
     assert list(patients.columns) == ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
@@ -277,7 +324,7 @@ def test_clinical_tables_layout_and_dirt(reflacx):
     ages = patients["anchor_age"].astype(int)
     assert ages.max() <= 91 and not (ages == 90).any()
     # Decoys: stays of subjects that have no REFLACX image.
-    cxr_subjects = set(_strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv")["subject_id"])
+    cxr_subjects = set(_strings(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz")["subject_id"])
     assert not set(stays["subject_id"]) <= cxr_subjects
 
     temp = pd.to_numeric(triage["temperature"], errors="coerce")
