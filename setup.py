@@ -19,7 +19,15 @@ setup(
         "faster-coco-eval",
         "albumentations>=1.3",
         "pandas",
-        "pydicom>=2.3",
+        # pydicom 3's pixel plugins and the decoders they use, one per DICOM transfer syntax
+        # (docs/images.md has the table and the licences; none is GPL):
+        "pydicom>=3.0",
+        "python-gdcm>=3.0.10",  # JPEG Baseline/Extended/Lossless (.4.50/.51/.57/.70); GDCM BSD-3, wrapper Apache-2.0
+        "pylibjpeg>=2.0",  # MIT
+        "pylibjpeg-openjpeg>=2.3",  # JPEG 2000 and HTJ2K (.4.90/.91/.201-.203); MIT, OpenJPEG BSD-2
+        "pylibjpeg-rle>=2.0",  # RLE Lossless (.5), faster than pydicom's own; MIT
+        "pyjpegls>=1.2",  # JPEG-LS (.4.80/.81); MIT, CharLS BSD-3
+        "Pillow",
         "ensemble-boxes",
         "matplotlib",
         "tqdm",

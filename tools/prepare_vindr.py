@@ -3,7 +3,10 @@
 
 Writes <output>/<train|test>/<image_id>.png and <output>/scales.csv; then train with
 ``CXR.VINDR.IMAGE_CACHE <output>`` (or ``load_vindr(image_cache=<output>)``). PNGs already
-written are kept unless --overwrite. Exit status 1 only when every image to convert failed.
+written are kept unless --overwrite. Images are read by the project's one reader
+(docs/images.md); every image whose conversion warned (DICOM without file meta, invalid
+VOI, decoder fallback) is counted and listed, by kind. Exit status 1 only when every image
+to convert failed.
 
     python tools/prepare_vindr.py --root datasets --max-size 1024 --workers 8
 """
@@ -13,6 +16,7 @@ import sys
 
 import cxr_det  # noqa: F401  (applies detectron2 compatibility fixes before detectron2 is imported)
 from cxr_det.data.datasets.vindr import CACHE_FOLDERS, build_png_cache, default_cache_dir
+from cxr_det.data.image_io import DEFAULT_PERCENTILES, SCALINGS
 
 logger = logging.getLogger("prepare_vindr")
 
@@ -26,13 +30,20 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None, help="cache folder (default <root>/vindr-cxr/png_<max-size>)")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (0 or 1: in this process)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite PNGs that already exist")
+    parser.add_argument("--scaling", default="auto", choices=SCALINGS,
+                        help="intensity rule: auto (the DICOM's VOI LUT/window, else full range), minmax, "
+                             "percentile (see docs/images.md)")
+    parser.add_argument("--percentiles", nargs=2, type=float, default=list(DEFAULT_PERCENTILES),
+                        metavar=("LOW", "HIGH"), help="window for --scaling percentile (default 0.5 99.5)")
+    parser.add_argument("--reject-no-file-meta", action="store_true",
+                        help="fail DICOMs without preamble/DICM/file meta instead of reading them with a warning")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    output = args.output or default_cache_dir(args.root, args.max_size)
+    output = args.output or default_cache_dir(args.root, args.max_size, args.scaling, args.percentiles)
     summary = build_png_cache(
         root=args.root,
         output=output,
@@ -40,11 +51,18 @@ def main(argv=None) -> int:
         splits=args.splits,
         workers=args.workers,
         overwrite=args.overwrite,
+        scaling=args.scaling,
+        percentiles=args.percentiles,
+        allow_no_file_meta=not args.reject_no_file_meta,
     )
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in summary["warning_kinds"].items()) or "none"
     logger.info(
-        "done: %d images (%d written, %d already present, %d failed); scales in %s",
-        summary["total"], summary["written"], summary["existing"], summary["failed"], summary["scales_csv"],
+        "done: %d images (%d written, %d already present, %d failed, %d converted with warnings [%s]); scales in %s",
+        summary["total"], summary["written"], summary["existing"], summary["failed"], summary["warned"], kinds,
+        summary["scales_csv"],
     )
+    for file, kind, message in summary["warnings"]:
+        logger.info("warning [%s] %s", kind, message)
     to_convert = summary["total"] - summary["existing"]
     return 1 if to_convert and summary["failed"] == to_convert else 0
 
