@@ -46,6 +46,7 @@ from cxr_det.data.datasets.labels import (
     VINDR_NO_FINDING_ID,
 )
 from cxr_det.data.dicom import DicomReadError, dicom_size, read_dicom
+from cxr_det.data.image_io import DEFAULT_PERCENTILES, SCALINGS, read_gray
 
 __all__ = [
     "VINDR_SPLITS",
@@ -551,9 +552,16 @@ def register_vindr(name, root=None, split="train", **options):
 # ----------------------------------------------------------------------------- PNG cache
 
 
-def default_cache_dir(root=None, max_size=1024) -> Path:
-    """``<root>/vindr-cxr/png_<max_size>``."""
-    return vindr_dir(root) / f"png_{int(max_size)}"
+def default_cache_dir(root=None, max_size=1024, scaling="auto", percentiles=DEFAULT_PERCENTILES) -> Path:
+    """``<root>/vindr-cxr/png_<max_size>`` (``png_<max_size>_<scaling>`` for another intensity rule,
+    ``png_<max_size>_percentile<low>-<high>`` for a percentile window), so caches made by
+    different rules never mix."""
+    name = f"png_{int(max_size)}"
+    if scaling == "percentile":
+        name += "_percentile{:g}-{:g}".format(*percentiles)
+    elif scaling != "auto":
+        name += f"_{scaling}"
+    return vindr_dir(root) / name
 
 
 def cache_image_size(height, width, max_size):
@@ -565,10 +573,14 @@ def cache_image_size(height, width, max_size):
 
 
 def _convert_one(task):
-    """Decode one DICOM, downsize it and write the PNG; returns a scales row or an error."""
-    dicom_path, png_path, folder, image_id, max_size = task
+    """Decode one DICOM with :func:`read_gray`, downsize it and write the PNG.
+
+    Returns a scales row with ``notes`` (the reader's warnings: [(kind, message)]), or an error.
+    """
+    dicom_path, png_path, folder, image_id, max_size, read_options = task
+    notes = []
     try:
-        image = read_dicom(dicom_path)
+        image = read_gray(dicom_path, notes=notes, **read_options)
         orig_h, orig_w = image.shape
         height, width, scale = cache_image_size(orig_h, orig_w, max_size)
         if scale < 1.0:
@@ -579,7 +591,7 @@ def _convert_one(task):
         os.replace(tmp, png_path)
     except Exception as e:  # one bad file must not end a 15k-image run
         reason = str(e) if isinstance(e, DicomReadError) else f"{dicom_path}: {type(e).__name__}: {e}"
-        return {"error": reason, "file": str(dicom_path)}
+        return {"error": reason, "file": str(dicom_path), "notes": [tuple(n) for n in notes]}
     return {
         "image_id": image_id,
         "folder": folder,
@@ -588,6 +600,7 @@ def _convert_one(task):
         "height": height,
         "width": width,
         "scale": scale,
+        "notes": [tuple(n) for n in notes],
     }
 
 
@@ -595,28 +608,47 @@ def _init_worker():
     cv2.setNumThreads(1)
 
 
-def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS, workers=0, overwrite=False):
+def build_png_cache(
+    root=None,
+    output=None,
+    max_size=1024,
+    splits=CACHE_FOLDERS,
+    workers=0,
+    overwrite=False,
+    *,
+    scaling="auto",
+    percentiles=DEFAULT_PERCENTILES,
+    allow_no_file_meta=True,
+):
     """Write display-correct 8-bit PNGs of the VinDr DICOMs and their ``scales.csv``.
 
     Every ``<root>/vindr-cxr/<folder>/<image_id>.dicom`` of the requested folders
-    (``train``, ``test``) is decoded with :func:`read_dicom`, shrunk with ``cv2.INTER_AREA``
+    (``train``, ``test``) is decoded with the project's one reader,
+    :func:`cxr_det.data.image_io.read_gray` (``scaling``, ``percentiles``,
+    ``allow_no_file_meta`` passed on; docs/images.md), shrunk with ``cv2.INTER_AREA``
     so its longer side is at most ``max_size`` (never enlarged) and written to
     ``<output>/<folder>/<image_id>.png`` (default output :func:`default_cache_dir`).
     ``scales.csv`` (columns :data:`SCALES_COLUMNS`) keeps rows of earlier runs; it is written
     even when the run is interrupted. PNGs already present with a row matching
     ``max_size`` are kept unless ``overwrite``. Unreadable DICOMs are counted and reported
-    (file and reason), not fatal. ``workers`` > 1 decodes in that many processes.
+    (file and reason), not fatal; images converted with a reader warning (read without
+    DICOM file meta, invalid VOI, decoder fallback) are counted and reported too.
+    ``workers`` > 1 decodes in that many processes.
 
     Returns a summary dict: output, scales_csv, total, written, existing, failed,
-    failures [(file, reason)], missing_folders.
+    failures [(file, reason)], warned (images with reader warnings), warnings
+    [(file, kind, message)], warning_kinds {kind: images}, missing_folders.
     """
+    if scaling not in SCALINGS:
+        raise ValueError(f"build_png_cache: scaling must be one of {SCALINGS}, got {scaling!r}")
+    read_options = {"scaling": scaling, "percentiles": tuple(percentiles), "allow_no_file_meta": allow_no_file_meta}
     unknown = [s for s in splits if s not in CACHE_FOLDERS]
     if unknown or not splits:
         raise ValueError(f"build_png_cache: splits must be among {CACHE_FOLDERS}, got {list(splits)}")
     if int(max_size) < 1:
         raise ValueError(f"build_png_cache: max_size must be positive, got {max_size}")
     base = vindr_dir(root)
-    output = Path(output) if output else default_cache_dir(root, max_size)
+    output = Path(output) if output else default_cache_dir(root, max_size, scaling, percentiles)
     scales_path = output / "scales.csv"
     rows = {}
     if scales_path.is_file():
@@ -640,11 +672,11 @@ def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS,
                 if (int(row["height"]), int(row["width"])) == expected[:2]:
                     existing += 1
                     continue
-            tasks.append((dicom_path, png_path, folder, image_id, int(max_size)))
+            tasks.append((dicom_path, png_path, folder, image_id, int(max_size), read_options))
     if len(missing_folders) == len(splits):
         raise DatasetFormatError(f"no DICOM folder found; looked for {missing_folders}")
 
-    failures, written = [], 0
+    failures, warnings, written = [], [], 0
     try:
         if workers and workers > 1 and len(tasks) > 1:
             # "spawn": forking a process whose torch/OpenMP threads are running can deadlock.
@@ -656,6 +688,8 @@ def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS,
             pool, results = None, map(_convert_one, tasks)
         try:
             for result in tqdm(results, total=len(tasks), desc=f"VinDr-CXR PNG cache ({output.name})", disable=not tasks):
+                file = result["file"] if "error" in result else str(base / result["folder"] / f"{result['image_id']}{DICOM_SUFFIX}")
+                warnings.extend((file, kind, message) for kind, message in result["notes"])
                 if "error" in result:
                     failures.append((result["file"], result["error"]))
                     continue
@@ -677,6 +711,17 @@ def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS,
         listed = "\n".join(f"  {f}: {reason}" for f, reason in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
         logger.warning("VinDr-CXR cache: %d DICOM(s) could not be converted:\n%s%s", len(failures), listed, more)
+    warned = len({file for file, _, _ in warnings})
+    warning_kinds = {}
+    for kind in sorted({kind for _, kind, _ in warnings}):
+        warning_kinds[kind] = len({file for file, k, _ in warnings if k == kind})
+    if warnings:
+        listed = "\n".join(f"  [{kind}] {message}" for _, kind, message in warnings[:20])
+        more = f"\n  ... and {len(warnings) - 20} more" if len(warnings) > 20 else ""
+        logger.warning(
+            "VinDr-CXR cache: %d DICOM(s) converted with reader warnings (%s):\n%s%s",
+            warned, ", ".join(f"{k}: {n}" for k, n in warning_kinds.items()), listed, more,
+        )
     summary = {
         "output": str(output),
         "scales_csv": str(scales_path),
@@ -685,9 +730,13 @@ def build_png_cache(root=None, output=None, max_size=1024, splits=CACHE_FOLDERS,
         "existing": existing,
         "failed": len(failures),
         "failures": failures,
+        "warned": warned,
+        "warnings": warnings,
+        "warning_kinds": warning_kinds,
         "missing_folders": missing_folders,
     }
     logger.info(
-        "VinDr-CXR cache %s: %d written, %d already present, %d failed", output, written, existing, len(failures)
+        "VinDr-CXR cache %s: %d written, %d already present, %d failed, %d with reader warnings",
+        output, written, existing, len(failures), warned,
     )
     return summary
