@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.engine import get_cxr_cfg
-from cxr_det.utils.visualizer import MIN_LONG_SIDE, load_rgb, render_ground_truth
+from cxr_det.utils.visualizer import MIN_LONG_SIDE, ground_truth_title, load_rgb, render_ground_truth
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
         n = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
         drawn = render_ground_truth(
             load_rgb(record["file_name"]), record, class_names, not args.no_readers, args.scale,
-            min_long_side=MIN_LONG_SIDE, title=f"Ground truth ({n} box{'es' if n != 1 else ''})",
+            min_long_side=MIN_LONG_SIDE, title=ground_truth_title(n),
         ).image
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), drawn[:, :, ::-1])

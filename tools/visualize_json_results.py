@@ -20,7 +20,15 @@ from detectron2.structures import BoxMode
 
 from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.engine import get_cxr_cfg
-from cxr_det.utils.visualizer import MIN_LONG_SIDE, load_rgb, render_ground_truth, render_predictions, side_by_side
+from cxr_det.utils.visualizer import (
+    MIN_LONG_SIDE,
+    ground_truth_title,
+    load_rgb,
+    predictions_title,
+    render_ground_truth,
+    render_predictions,
+    side_by_side,
+)
 
 
 def main():
@@ -61,10 +69,10 @@ def main():
         boxes = [BoxMode.convert(p["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for p in preds]
         n_gt = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
         gt = render_ground_truth(image, record, class_names, show_readers=False, min_long_side=MIN_LONG_SIDE,
-                                 title=f"Ground truth ({n_gt} box{'es' if n_gt != 1 else ''})")
+                                 title=ground_truth_title(n_gt))
         pr = render_predictions(image, np.asarray(boxes), [p["score"] for p in preds], [p["category_id"] for p in preds],
                                 class_names, min_long_side=MIN_LONG_SIDE,
-                                title=f"Predictions, score ≥ {args.conf_threshold:g} ({len(preds)})")
+                                title=predictions_title(len(preds), args.conf_threshold))
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         panels = side_by_side(gt.image, pr.image)
         cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), panels[:, :, ::-1])

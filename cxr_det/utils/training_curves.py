@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "metric_series", "plot_training_curves"]
+__all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "metric_series", "training_figures", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def _figure(height: float, rows: int = 1):
     return fig, [fig.add_subplot(rows, 1, r + 1) for r in range(rows)]
 
 
-def _finish(fig, path: str, extra_handles=()) -> str:
-    """Grid, legends outside the axes on the right (never over a curve), tight layout, save.
+def _finish(fig, extra_handles=()):
+    """Grid, legends outside the axes on the right (never over a curve), tight layout.
 
     ``extra_handles`` (line styles, e.g. training vs validation) are appended to the first
     axes' legend below its entries.
@@ -99,11 +99,10 @@ def _finish(fig, path: str, extra_handles=()) -> str:
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
                       fontsize="medium", frameon=True)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def _plot_losses(series, path: str) -> str:
+def _losses_figure(series):
     """Training losses as lines, validation losses dashed with markers, one colour per loss;
     the legend names each loss once (its colour) and the two line styles."""
     from matplotlib.lines import Line2D
@@ -124,10 +123,10 @@ def _plot_losses(series, path: str) -> str:
     ax.set_title("losses")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    return _finish(fig, path, extra)
+    return _finish(fig, extra)
 
 
-def _plot_metrics(series, path: str) -> str:
+def _metrics_figure(series):
     """One panel per protocol (the key without its last part: "bbox", "froc", "<dataset>/bbox")."""
     groups = OrderedDict()
     for key in series:
@@ -139,16 +138,37 @@ def _plot_metrics(series, path: str) -> str:
         ax.set_title(group)
         ax.set_ylabel("value")
     axes[-1].set_xlabel("iteration")
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def _plot_lr(series, path: str) -> str:
+def _lr_figure(series):
     fig, (ax,) = _figure(FIGSIZE[1] * 0.6)
     ax.plot(*series, color="C0")
     ax.set_title("learning rate")
     ax.set_xlabel("iteration")
     ax.set_ylabel("lr")
-    return _finish(fig, path)
+    return _finish(fig)
+
+
+def training_figures(series, metric_patterns: Sequence[str] = DEFAULT_METRIC_PATTERNS):
+    """The figures of :func:`metric_series` output, each with its legend outside the axes.
+
+    Returns:
+        ``{"losses" | "metrics" | "lr": matplotlib Figure}`` (Agg canvas, ``DPI`` dots per inch,
+        ``FIGSIZE[0]`` inches wide); a figure without data is left out.
+    """
+    figures = {}
+    losses = OrderedDict((k, v) for k, v in series.items() if _is_loss(k))
+    if losses:
+        figures["losses"] = _losses_figure(losses)
+    metrics = OrderedDict(
+        (k, v) for k, v in series.items() if any(fnmatch.fnmatchcase(k, p) for p in metric_patterns)
+    )
+    if metrics:
+        figures["metrics"] = _metrics_figure(metrics)
+    if "lr" in series:
+        figures["lr"] = _lr_figure(series["lr"])
+    return figures
 
 
 def plot_training_curves(
@@ -166,16 +186,9 @@ def plot_training_curves(
     series = metric_series(load_metrics(metrics_file))
     os.makedirs(output_dir, exist_ok=True)
     written = {}
-    losses = OrderedDict((k, v) for k, v in series.items() if _is_loss(k))
-    if losses:
-        written["losses"] = _plot_losses(losses, os.path.join(output_dir, "training_losses.png"))
-    metrics = OrderedDict(
-        (k, v) for k, v in series.items() if any(fnmatch.fnmatchcase(k, p) for p in metric_patterns)
-    )
-    if metrics:
-        written["metrics"] = _plot_metrics(metrics, os.path.join(output_dir, "training_metrics.png"))
-    if "lr" in series:
-        written["lr"] = _plot_lr(series["lr"], os.path.join(output_dir, "training_lr.png"))
+    for kind, fig in training_figures(series, metric_patterns).items():
+        written[kind] = os.path.join(output_dir, f"training_{kind}.png")
+        fig.savefig(written[kind])
     if not written:
         logger.warning(f"{metrics_file}: no losses, metrics or learning rate to plot")
     else:

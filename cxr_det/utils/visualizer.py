@@ -49,6 +49,8 @@ __all__ = [
     "render_predictions",
     "draw_ground_truth",
     "draw_predictions",
+    "ground_truth_title",
+    "predictions_title",
     "side_by_side",
 ]
 
@@ -56,6 +58,7 @@ MIN_LONG_SIDE = 1024  # drawn pixels on the long side the tools draw at least
 MERGE_IOU = 0.5  # same-class boxes of different readers at this IoU share a label
 FONT_FRACTION = 1 / 56  # label font height / drawn long side (18 px at 1024)
 MIN_FONT_PX = 12
+MAX_BOX_COVER = 0.3  # a label may hide at most this fraction of its box when there is a choice
 FILL_ALPHA = 0.2  # opacity of a mask fill where all readers of a merged group overlap
 TITLE_BACKGROUND = 24  # grey level of the title strip and of the gap between panels
 _SHORT_READER = re.compile(r"^[A-Za-z]{0,3}\d{1,3}$")  # VinDr rad_ids: R1..R17
@@ -198,10 +201,19 @@ class _Canvas:
         y = min(max(y, 0.0), max(self.height - h, 0.0))
         return (x, y, x + w, y + h)
 
+    @staticmethod
+    def _covers(rect, box) -> float:
+        """Fraction of ``box`` hidden under ``rect``."""
+        iw = min(rect[2], box[2]) - max(rect[0], box[0])
+        ih = min(rect[3], box[3]) - max(rect[1], box[1])
+        area = max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)
+        return max(iw, 0.0) * max(ih, 0.0) / area
+
     def _place(self, w: float, h: float, box) -> Tuple[float, float, float, float]:
         x0, y0, _, y1 = box
         candidates = [self._inside(x0, y, w, h) for y in (y0 - h, y0, y1)]
-        for rect in candidates:
+        # A free spot that leaves most of the box visible; then any free spot.
+        for rect in [c for c in candidates if self._covers(c, box) <= MAX_BOX_COVER] + candidates:
             if self._free(rect):
                 return rect
         step = h / 2
@@ -318,8 +330,8 @@ def render_ground_truth(
     Args:
         image_rgb: ``(H, W, 3)`` uint8 RGB in the frame of ``record["bbox"]`` values.
         record: detectron2 dataset dict; ``annotations`` with ``bbox``/``bbox_mode``,
-            ``category_id``, optional ``segmentation`` polygons (REFLACX ellipses, drawn as
-            outlines, their box dashed) and ``readers`` (reader ids). ``iscrowd`` ones are skipped.
+            ``category_id``, optional ``segmentation`` polygons (REFLACX ellipses, drawn filled
+            with their box dashed; 4-corner polygons are taken as the box itself) and ``readers`` (reader ids). ``iscrowd`` ones are skipped.
         class_names: name of each ``category_id``.
         show_readers: name the readers on labels when the record has more than one reader.
             Same-class boxes of several readers overlapping at ``merge_iou`` share one label:
@@ -350,11 +362,12 @@ def render_ground_truth(
         fill_alpha = 1 - (1 - FILL_ALPHA) ** (1 / len(group))
         for i in group:
             drawn_box = [v * s for v in boxes[i]]
+            # Masks that are more than the box's rectangle (REFLACX ellipses; not VinDr's boxes).
             polygons = [np.asarray(p, dtype=float).reshape(-1, 2) * s for p in annos[i].get("segmentation") or []
-                        if isinstance(p, (list, tuple)) and len(p) >= 6]
+                        if isinstance(p, (list, tuple)) and len(p) > 8]
             for xy in polygons:
                 canvas.polygon(xy, color, fill_alpha)
-            canvas.box(drawn_box, color, dashed=any(len(xy) > 4 for xy in polygons))
+            canvas.box(drawn_box, color, dashed=bool(polygons))
         text = class_names[classes[group[0]]]
         who = sorted({aliases[r] for i in group for r in annos[i].get("readers") or () if r in aliases}, key=_natural)
         if who and name_readers:
@@ -423,6 +436,17 @@ def draw_ground_truth(image_rgb, record, class_names, show_readers=True, scale=1
 def draw_predictions(image_rgb, boxes_xyxy, scores, classes, class_names, scale=1.0, **kwargs) -> np.ndarray:
     """:func:`render_predictions`'s image, ``(H', W', 3)`` uint8 RGB."""
     return render_predictions(image_rgb, boxes_xyxy, scores, classes, class_names, scale, **kwargs).image
+
+
+def ground_truth_title(n_boxes: int) -> str:
+    """Panel title of a ground-truth drawing: ``"Ground truth (3 boxes)"``."""
+    return f"Ground truth ({n_boxes or 'no'} box{'' if n_boxes == 1 else 'es'})"
+
+
+def predictions_title(n_boxes: int, score_threshold: Optional[float] = None) -> str:
+    """Panel title of a predictions drawing: ``"Predictions, score ≥ 0.3 (5)"``."""
+    shown = f", score ≥ {score_threshold:g}" if score_threshold is not None else ""
+    return f"Predictions{shown} ({n_boxes})"
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
