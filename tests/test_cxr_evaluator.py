@@ -437,7 +437,7 @@ def test_evaluator_end_to_end_and_tool_round_trip(tmp_path):
             "--gt", str(out_dir / "ground_truth_coco.json"),
             "--predictions", str(out_dir / "coco_instances_results.json"),
             "--no-finding-scores", str(out_dir / "cxr_eval_no_finding_scores.json"),
-            "--output", str(tmp_path / "tool"), "--froc-criterion", "center", "--no-plots",
+            "--output", str(tmp_path / "tool"), "--froc-criterion", "center", "--no-plots", "--bootstrap", "0",
         ])
     _assert_results_equal(tool_results, results)
     assert "| No finding" in printed.getvalue() and "CPM" in printed.getvalue()
@@ -475,7 +475,10 @@ def test_tool_on_coco_files(tmp_path):
         res = tool.main(["--gt", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "res.json"),
                          "--output", str(tmp_path / "out"), "--protocols", "coco", "vinbigdata", "froc",
                          "--iobb-threshold", "0.3"])
-    assert list(res) == ["bbox", "vinbigdata", "froc"]
+    assert list(res) == ["bbox", "vinbigdata", "froc", "bootstrap"]  # 1000 resamples by default
+    assert res["bootstrap"]["AP50"] == pytest.approx(res["bbox"]["AP50"]) and res["bootstrap"]["resamples"] == 1000
+    assert res["bootstrap"]["AP50_low"] <= res["bootstrap"]["AP50_high"]
+    res.pop("bootstrap")
     vin = res["vinbigdata"]
     assert vin["AP40-A"] == 100.0 and vin["AP40-B"] == 0.0  # B's GT on image 12 was never predicted
     # No finding: GT on image 13 only; scores 1 - .9 = .1 (11), 1 (12), 1 (13): tie at 1 -> P 1/2, R 1

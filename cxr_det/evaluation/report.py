@@ -14,7 +14,7 @@ from tabulate import tabulate
 from .image_level import ANY
 from .protocols import NO_FINDING, threshold_tag
 
-__all__ = ["format_tables", "log_tables", "per_class_rows", "write_outputs"]
+__all__ = ["format_tables", "log_tables", "per_class_rows", "json_safe", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +117,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _json_safe(obj):
+def json_safe(obj):
+    """``obj`` with numpy scalars as Python numbers and NaN/inf as None (JSON's null)."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return None if math.isnan(obj) or math.isinf(obj) else float(obj)
     if isinstance(obj, np.integer):
@@ -134,7 +135,7 @@ def write_outputs(output_dir: str, results, curves, class_names, options, summar
     ``per_class.csv`` and, if ``options.plots``, the PNG curves."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(_json_safe({"results": results, **summary}), f, indent=2)
+        json.dump(json_safe({"results": results, **summary}), f, indent=2)
     rows = per_class_rows(results, class_names, options)
     with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
         writer = csv.writer(f)
