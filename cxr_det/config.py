@@ -79,7 +79,8 @@ def get_cxr_cfg(config_file=None, opts=(), *, builds_model=True):
     Args:
         config_file: YAML path (``_BASE_`` allowed), or None for the defaults.
         opts: ``[KEY, VALUE, ...]`` overrides, applied after the file.
-        builds_model: adapt the config to this machine (:func:`adapt_to_device`). Tools
+        builds_model: adapt the config to this machine (:func:`adapt_to_device`) and to
+            missing pretrained weights (:func:`cxr_det.modeling.scratch.adapt_for_scratch`). Tools
             that only read data pass False, so they stay quiet about devices.
     """
     cfg = get_cfg()
@@ -88,6 +89,9 @@ def get_cxr_cfg(config_file=None, opts=(), *, builds_model=True):
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if builds_model:
+        from cxr_det.modeling.scratch import adapt_for_scratch  # here, as add_cxr_config: it loads cxr_det.modeling
+
+        adapt_for_scratch(cfg)  # no pretrained weights: a ResNet that trains from scratch (one warning)
         adapt_to_device(cfg)
     return cfg
 
