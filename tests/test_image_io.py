@@ -135,3 +135,45 @@ def test_formats_and_errors(tmp_path):
     with pytest.raises(ImageReadError, match="junk.png"):
         read_gray(tmp_path / "junk.png")
     assert issubclass(ImageReadError, DatasetFormatError)
+
+
+def _prepare_vindr_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "prepare_vindr.py"
+    spec = importlib.util.spec_from_file_location("prepare_vindr", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_png_cache_counts_images_converted_with_warnings(tmp_path, caplog):
+    """The VinDr PNG cache reads through read_gray and counts every image whose reading warned."""
+    import logging
+
+    import cv2
+
+    from cxr_det.data.datasets.vindr import build_png_cache
+
+    train = tmp_path / "vindr-cxr" / "train"
+    write_dicom(train / "good.dicom", RAMP12, bits_stored=12)
+    write_dicom(train / "bare.dicom", RAMP12, bits_stored=12, file_meta=False)  # no preamble/DICM/file meta
+    write_dicom(train / "jpeg12.dicom", RAMP12, bits_stored=12, transfer_syntax="1.2.840.10008.1.2.4.51")
+    summary = build_png_cache(tmp_path, tmp_path / "cache", max_size=64, splits=["train"])
+    assert summary["written"] == 3 and summary["failed"] == 0
+    assert summary["warned"] == 2 and summary["warning_kinds"] == {"decoder_fallback": 1, "no_file_meta": 1}
+    assert {file.rsplit("/", 1)[-1] for file, _, _ in summary["warnings"]} == {"bare.dicom", "jpeg12.dicom"}
+    png = cv2.imread(str(tmp_path / "cache" / "train" / "bare.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(png, full_range(RAMP12))  # the same rule as everywhere else
+
+    strict = build_png_cache(
+        tmp_path, tmp_path / "strict", max_size=64, splits=["train"], allow_no_file_meta=False
+    )
+    assert strict["failed"] == 1 and "bare.dicom" in strict["failures"][0][0]
+
+    tool = _prepare_vindr_tool()
+    with caplog.at_level(logging.INFO, logger="prepare_vindr"):
+        assert tool.main(["--root", str(tmp_path), "--max-size", "64", "--splits", "train"]) == 0
+    assert "2 converted with warnings [decoder_fallback: 1, no_file_meta: 1]" in caplog.text
+    assert (tmp_path / "vindr-cxr" / "png_64" / "train" / "good.png").is_file()
