@@ -320,3 +320,112 @@ def test_prepare_vindr_cli(physionet):
         rows = list(csv.DictReader(f))
     assert [r["folder"] for r in rows] == ["test", "test"]
     assert {(r["height"], r["width"], float(r["scale"])) for r in rows} == {("100", "120", 1.0)}  # never upsized
+
+
+# ----------------------------------------------------------------------------- fusion, duplicates, degenerate boxes
+
+
+def test_fused_never_merges_one_radiologists_own_boxes(tmp_path):
+    """R9 drew two overlapping cardiomegaly boxes (IoU 1296/1904 = 0.68 > 0.5): two lesions.
+
+    Before: one fused box [12, 12, 52, 52] credited to R9. After: R9's two boxes, each its own.
+    With R10's [11, 11, 51, 51] (IoU 1521/1679 = 0.91 with R9's first box, 1369/1831 = 0.75
+    with the second) R10 joins the first: mean [10.5, 10.5, 50.5, 50.5] by R9 and R10.
+    """
+    cardio = VINDR_KAGGLE_CLASSES.index("Cardiomegaly")
+    own = [[A, "R9", "Cardiomegaly", 10, 10, 50, 50], [A, "R9", "Cardiomegaly", 14, 14, 54, 54]]
+    make_physionet(tmp_path, train_rows=own, sizes={A: (100, 120), T1: (100, 120), T2: (100, 120)})
+    got = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    assert boxes(got[A]) == [(cardio, [10.0, 10.0, 50.0, 50.0], ["R9"]), (cardio, [14.0, 14.0, 54.0, 54.0], ["R9"])]
+
+    make_physionet(tmp_path, train_rows=own + [[A, "R10", "Cardiomegaly", 11, 11, 51, 51]],
+                   sizes={A: (100, 120), T1: (100, 120), T2: (100, 120)})
+    got = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    assert boxes(got[A]) == [(cardio, [10.5, 10.5, 50.5, 50.5], ["R9", "R10"]), (cardio, [14.0, 14.0, 54.0, 54.0], ["R9"])]
+
+
+def test_fused_equals_ensemble_boxes_when_no_radiologist_repeats():
+    """Without two boxes of one radiologist in a cluster, the fusion is the ensemble-boxes
+    package's weighted_boxes_fusion (each radiologist one model, every score 1)."""
+    from ensemble_boxes import weighted_boxes_fusion
+
+    from cxr_det.data.datasets.vindr import _fuse
+
+    width, height = 120, 100
+    candidates = [
+        ("R1", 3, [10, 20, 50, 60]), ("R2", 3, [14, 24, 54, 64]), ("R3", 3, [12, 18, 52, 58]),  # one lesion, 3 readers
+        ("R1", 8, [80, 10, 90, 20]), ("R3", 8, [81, 11, 91, 21]),  # IoU 81/119 = 0.68
+        ("R2", 8, [30, 70, 40, 80]),  # alone
+    ]
+    readers = ["R1", "R2", "R3"]
+    scale = np.array([width, height, width, height], dtype=float)
+    ref_boxes, ref_scores, ref_labels = weighted_boxes_fusion(
+        [[list(np.asarray(b) / scale) for r, _, b in candidates if r == who] for who in readers],
+        [[1.0 for r, _, _ in candidates if r == who] for who in readers],
+        [[c for r, c, _ in candidates if r == who] for who in readers],
+        iou_thr=0.5, skip_box_thr=0.0,
+    )
+    reference = sorted((int(c), list(np.asarray(b) * scale)) for b, c in zip(ref_boxes, ref_labels))
+    fused = _fuse(candidates, 0.5)
+    assert [c for c, _, _ in fused] == [c for c, _ in reference]
+    for (_, box, _), (_, ref) in zip(fused, reference):
+        assert box == pytest.approx(ref, abs=1e-3)  # the package computes in float32
+    assert [who for _, _, who in fused] == [["R1", "R2", "R3"], ["R2"], ["R1", "R3"]]
+    assert fused[0][1] == pytest.approx([12.0, 20.666667, 52.0, 60.666667])  # mean of the three boxes
+
+
+def test_exact_duplicate_rows_dropped_and_counted_in_every_reader_mode(tmp_path, caplog):
+    """Line 12 repeats line 2 (R1's cardiomegaly box), line 13 repeats line 6 (R1's "No finding").
+
+    Before: "all" gave A 4 boxes (R1's twice), "R1" gave 2, and "fused" weighted R1 double:
+    [11.33, 21.33, 51.33, 61.33]. After: 3, 1, and the plain R1/R2 mean [12, 22, 52, 62];
+    2 duplicate rows counted in each mode.
+    """
+    cardio = VINDR_KAGGLE_CLASSES.index("Cardiomegaly")
+    rows = PHYSIONET_TRAIN + [[A, "R1", "Cardiomegaly", 10, 20, 50, 60], [B, "R1", "No finding", "", "", "", ""]]
+    make_physionet(tmp_path, train_rows=rows)
+    expected = {"all": 3, "R1": 1, "fused": 2}
+    for mode, n_boxes in expected.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            got = by_id(load_vindr(tmp_path, "train", readers=mode, val_fraction=0.0))
+        assert len(got[A]["annotations"]) == n_boxes, mode
+        line = next(l for l in skip_lines(caplog) if "duplicate" in l)
+        assert line.startswith("2 x exact duplicate row"), line
+        assert "annotations_train.csv line 12 repeats annotations_train.csv line 2" in line
+    fused = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    assert boxes(fused[A])[0] == (cardio, [12.0, 22.0, 52.0, 62.0], ["R1", "R2"])
+    assert boxes(fused[B]) == []
+
+
+def test_box_of_zero_width_after_png_scaling_is_a_counted_skip(tmp_path, caplog):
+    """Original image 121 px wide, PNG 60 px (scale 0.5, rounded down). The box x 120.5..121
+    becomes 60.25..60.5, clipped to 60..60: zero width. Before: kept as a box of width 0
+    (never matched at evaluation); after: skipped and counted under the bad-row policy."""
+    base = tmp_path / "vindr-cxr"
+    write_csv(base / "annotations" / "annotations_train.csv", ["image_id", "rad_id", "class_name", *BOX_HEADER], [
+        [A, "R1", "Cardiomegaly", 120.5, 10, 121, 20],  # line 2
+        [A, "R2", "Cardiomegaly", 10, 10, 50, 50],
+    ])
+    cache = tmp_path / "cache"
+    write_csv(cache / "scales.csv", ["image_id", "folder", "original_height", "original_width", "height", "width", "scale"],
+              [[A, "train", 100, 121, 50, 60, 0.5]])
+    (cache / "train").mkdir()
+    cv2.imwrite(str(cache / "train" / f"{A}.png"), np.zeros((50, 60), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        got = by_id(load_vindr(tmp_path, "train", image_cache=str(cache), val_fraction=0.0))
+    assert [a["bbox"] for a in got[A]["annotations"]] == [[5.0, 5.0, 25.0, 25.0]]
+    line = next(l for l in skip_lines(caplog) if "PNG cache" in l)
+    assert line.startswith("1 x zero-area box (width or height 0) after scaling to the PNG cache")
+    assert "annotations_train.csv line 2" in line
+
+
+def test_gzipped_annotation_files_are_read(physionet):
+    import gzip
+
+    plain = load_vindr(physionet, "all", val_fraction=0.0)
+    for name in ("annotations_train.csv", "annotations_test.csv"):
+        path = physionet / "vindr-cxr" / "annotations" / name
+        path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    assert load_vindr(physionet, "all", val_fraction=0.0) == plain
