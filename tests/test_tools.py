@@ -73,18 +73,25 @@ def test_visualize_data_draws_on_the_boxes(root, tmp_path, monkeypatch):
                             "CXR.DATASET_ROOT", str(root)], monkeypatch)
     from cxr_det.data.datasets.reflacx import load_reflacx
 
+    from cxr_det.utils.visualizer import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
+
     records = load_reflacx(root, "train")[:6]
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 6
     for record, png in zip(records, pngs):
         drawn = cv2.imread(str(png))
-        assert drawn.shape[:2] == (record["height"], record["width"])
-        original = cv2.imread(record["file_name"])
-        changed = np.abs(drawn.astype(int) - original.astype(int)).sum(axis=2) > 30
+        # 160-pixel images are drawn upscaled, below a title strip.
+        s = drawing_scale(record["height"], record["width"], 1.0, MIN_LONG_SIDE)
+        h, w = round(record["height"] * s), round(record["width"] * s)
+        assert max(h, w) == MIN_LONG_SIDE and drawn.shape[1] == w and drawn.shape[0] > h
+        top = drawn.shape[0] - h
+        assert (drawn[:top] == TITLE_BACKGROUND).all(axis=2).mean() > 0.7
+        original = cv2.resize(cv2.imread(record["file_name"]), (w, h), interpolation=cv2.INTER_CUBIC)
+        changed = np.abs(drawn[top:].astype(int) - original.astype(int)).sum(axis=2) > 30
         for anno in record["annotations"]:
-            x0, y0, x1, y1 = (int(round(v)) for v in anno["bbox"])
-            edge = changed[max(y0, 0) : y1, max(x0 - 2, 0) : x0 + 3]
-            assert edge.mean() > 0.5  # the box's left edge is drawn
+            x0, y0, x1, y1 = (int(round(v * s)) for v in anno["bbox"])
+            edge = changed[max(y0, 0) : y1, max(x0 - 3, 0) : x0 + 4]
+            assert edge.any(axis=1).mean() > 0.5  # the box's (dashed) left edge is drawn
 
 
 def test_predict_on_dicom_gives_boxes_in_dicom_pixels(tmp_path, monkeypatch):
@@ -132,15 +139,22 @@ def test_visualize_json_results_side_by_side(root, tmp_path, monkeypatch):
     out = tmp_path / "vis"
     _run("visualize_json_results", ["--input", str(path), "--dataset", "reflacx_val", "--output", str(out),
                                     "--num", "1", "--conf-threshold", "0.5", "CXR.DATASET_ROOT", str(root)], monkeypatch)
+    from cxr_det.utils.visualizer import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
+
     (png,) = out.glob("*.png")
     drawn = cv2.imread(str(png))
-    h, w = record["height"], record["width"]
-    assert drawn.shape[:2] == (h, 2 * w + 8)
-    right = drawn[:, w + 8 :].astype(int)
-    original = cv2.imread(record["file_name"]).astype(int)
+    s = drawing_scale(record["height"], record["width"], 1.0, MIN_LONG_SIDE)
+    h, w = round(record["height"] * s), round(record["width"] * s)
+    top = drawn.shape[0] - h
+    assert drawn.shape[1] == 2 * w + 8 and top > 0  # two upscaled panels below title strips
+    for panel in (drawn[:top, :w], drawn[:top, w + 8 :]):
+        assert (panel == TITLE_BACKGROUND).all(axis=2).mean() > 0.7 and (panel.min(axis=2) > 200).sum() > 50
+    right = drawn[top:, w + 8 :].astype(int)
+    original = cv2.resize(cv2.imread(record["file_name"]), (w, h), interpolation=cv2.INTER_CUBIC).astype(int)
     changed = np.abs(right - original).sum(axis=2) > 30
-    assert changed[30:80, 18:23].mean() > 0.5  # left edge of the 0.9 box
-    assert changed[6:14, 4:8].mean() < 0.2  # the 0.1 box is below the threshold
+    x0, y0, y1 = (int(round(v * s)) for v in (20, 30, 80))
+    assert changed[y0:y1, x0 - 3 : x0 + 4].any(axis=1).mean() > 0.9  # left edge of the 0.9 box
+    assert changed[int(6 * s) : int(14 * s), int(4 * s) : int(8 * s)].mean() < 0.2  # the 0.1 box is below the threshold
 
 
 def test_benchmark_scores_the_look_alike_pair_as_one_class(tmp_path):
