@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Parameter and FLOP counts of a config's model (fvcore), like detectron2's analyze_model.
 
+The model is built without any pretrained weights (nothing is downloaded); its architecture
+is the configured one.
+
     tools/analyze_model.py --config-file cfg.yaml [--tasks parameter flop] [--height 512 --width 512]
 """
 import argparse
@@ -28,6 +31,9 @@ def main():
     args = parser.parse_args()
 
     cfg = get_cxr_cfg(args.config_file, args.opts)
+    # Counting needs the architecture, not its weights: no ImageNet download (MODEL.WEIGHTS is
+    # never loaded here either).
+    cfg.CXR.MOBILENET.PRETRAINED = False
     if cfg.CXR.CLINICAL.ENABLED and not cfg.CXR.CLINICAL.CATEGORICAL_SIZES:
         cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [3] * len(cfg.CXR.CLINICAL.CATEGORICAL)
     model = build_model(cfg).eval()

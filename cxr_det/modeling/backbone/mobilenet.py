@@ -2,7 +2,9 @@
 
 Small, fast backbones for CPU experiments and for the compact models of the REFLACX seed
 projects (FPN channels 16-64). Weights: ``CXR.MOBILENET.PRETRAINED`` loads torchvision's
-ImageNet weights where they can be downloaded; otherwise the network starts from scratch.
+ImageNet weights (downloaded once into torch hub's cache; offline, a failed download is an
+error naming the fix); with it False the network starts from scratch, with trainable
+BatchNorm, and needs no other change to train (see :mod:`cxr_det.modeling.scratch`).
 """
 import torch
 import torchvision
@@ -11,6 +13,8 @@ from torch import nn
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+
+from cxr_det.modeling.pretrained import MOBILENET_KEY, explain_download_error
 
 _VARIANTS = {
     "small": (torchvision.models.mobilenet_v3_small, torchvision.models.MobileNet_V3_Small_Weights),
@@ -63,12 +67,19 @@ class MobileNetV3(Backbone):
 
 
 def _bottom_up(cfg, input_shape, out_features):
-    return MobileNetV3(
-        variant=cfg.CXR.MOBILENET.VARIANT,
-        out_features=out_features,
-        pretrained=cfg.CXR.MOBILENET.PRETRAINED,
-        in_chans=input_shape.channels,
-    )
+    """The configured MobileNetV3; a failed download of its ImageNet weights names the fix."""
+    try:
+        return MobileNetV3(
+            variant=cfg.CXR.MOBILENET.VARIANT,
+            out_features=out_features,
+            pretrained=cfg.CXR.MOBILENET.PRETRAINED,
+            in_chans=input_shape.channels,
+        )
+    except OSError as exc:  # URLError, connection and timeout errors of the download
+        if not cfg.CXR.MOBILENET.PRETRAINED:
+            raise
+        _, weights = _VARIANTS.get(cfg.CXR.MOBILENET.VARIANT, _VARIANTS["small"])
+        raise explain_download_error(exc, cfg, MOBILENET_KEY, url=weights.DEFAULT.url) from exc
 
 
 @BACKBONE_REGISTRY.register()
