@@ -135,6 +135,11 @@ def test_formats_and_errors(tmp_path):
     with pytest.raises(ImageReadError, match="junk.png"):
         read_gray(tmp_path / "junk.png")
     assert issubclass(ImageReadError, DatasetFormatError)
+    nan = np.zeros((2, 2), np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageReadError, match=r"nan\.tif: 1 pixel\(s\) are NaN"):
+        read_gray(tmp_path / "nan.tif")
 
 
 def _prepare_vindr_tool():

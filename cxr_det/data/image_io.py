@@ -173,8 +173,8 @@ def read_gray(
     :class:`ReadNote` for each departure from the normal path (module docstring).
 
     Raises FileNotFoundError for a missing file, :class:`cxr_det.data.dicom.DicomReadError`
-    for DICOMs that cannot be read, :class:`ImageReadError` for other undecodable files,
-    ValueError for an unknown ``scaling``.
+    for DICOMs that cannot be read, :class:`ImageReadError` for other undecodable files
+    (or float images holding NaN/infinity), ValueError for an unknown ``scaling``.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
@@ -187,6 +187,8 @@ def read_gray(
     values = _decode_pillow(path, notes)
     if values.ndim != 2 or values.size == 0:
         raise ImageReadError(f"{path}: expected a 2-D image, got pixel array of shape {values.shape}")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ImageReadError(f"{path}: {int((~np.isfinite(values)).sum())} pixel(s) are NaN or infinite")
     if values.dtype == np.uint8 and scaling == "auto":
         return values
     low, high = intensity_range(values, "minmax" if scaling == "auto" else scaling, percentiles)
