@@ -14,6 +14,7 @@ from detectron2.structures import BoxMode
 from cxr_det.data.datasets.common import DatasetFormatError
 from cxr_det.data.datasets.labels import (
     MDF_NET_CLASSES,
+    REFLACX_CERTAINTY_NAMES,
     REFLACX_LABELS,
     REFLACX_LESION_LABELS,
     REFLACX_PHASE1_LABELS,
@@ -335,3 +336,99 @@ def test_register_reflacx(root):
     assert "reflacx_test_bad" not in DatasetCatalog.list()
     with pytest.raises(TypeError, match="min_certainity"):
         register_reflacx("reflacx_test_bad", str(root), "train", min_certainity=3)
+
+
+# ----------------------------------------------------------------------------- certainty, gzip, COCO export
+
+
+CERTAINTY_LINE = ("annotations per ellipse certainty: 1 Unlikely: 1, 2 Less likely: 1, 3 Possibly: 2, "
+                  "4 Suspicious for / Probably: 2, 5 Consistent with: 1")
+
+
+def test_certainty_table_logged_once_per_registration(root, caplog):
+    """The 7 pooled annotations of the main fixture, by hand: dicom_a 4, 4, 2, 3, 1; dicom_b 3;
+    dicom_c 5. Before: nothing said (ellipses marked "Unlikely" became lesions silently)."""
+    name = "reflacx_test_certainty_log"
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    try:
+        register_reflacx(name, str(root), "all")
+        DatasetCatalog.get(name)
+        DatasetCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    lines = [r.getMessage() for r in caplog.records if "per ellipse certainty" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert CERTAINTY_LINE in lines[0]
+    assert "MIN_CERTAINTY 0: every ellipse kept whatever its certainty (MDF-Net's choice)" in lines[0]
+    assert "the REFLACX authors count >= 3 (Possibly) as present" in lines[0]
+
+
+def test_min_certainty_drops_are_counted(root, caplog):
+    """MIN_CERTAINTY 3 drops R1's Pleural ellipse (2) and R2's Consolidation ellipse (1): 2
+    ellipses; R1's Fibrosis/Nodule ellipse (5) has no selected class and is not counted."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    records = load_reflacx(root, "all", min_certainty=3)
+    assert sorted(a["certainty"] for r in records for a in r["annotations"]) == [3, 3, 4, 4, 5]
+    line = next(r.getMessage() for r in caplog.records if "per ellipse certainty" in r.getMessage())
+    assert "1 Unlikely: 0, 2 Less likely: 0, 3 Possibly: 2" in line
+    assert "MIN_CERTAINTY 3: ellipses of certainty < 3 dropped: 2" in line
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match="min_certainty must be in"):
+            load_reflacx(root, "all", min_certainty=bad)
+
+
+def test_certainty_outside_1_to_5_is_a_counted_skip(tmp_path, caplog):
+    """Certainty 0, 6 and 2.5 are not REFLACX values (1..5). Before: kept as lesions with
+    those certainties (3 extra annotations); after: skipped and counted, the 3 kept."""
+    write_reflacx(tmp_path, [reading(R4, 3, "dicom_c", 10000003, 50000003, ellipses=[
+        (40, 30, 90, 80, 3, ["Pulmonary edema"]),
+        (40, 30, 90, 80, 0, ["Pulmonary edema"]),    # line 3
+        (40, 30, 90, 80, 6, ["Pulmonary edema"]),    # line 4
+        (40, 30, 90, 80, 2.5, ["Pulmonary edema"]),  # line 5
+    ])])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        (record,) = load_reflacx(tmp_path, "all")
+    assert anns(record) == [(EDEMA, [40.0, 30.0, 90.0, 80.0], [R4], 3)]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "3 x ellipse certainty not an integer 1..5" in text and "line 3: 0" in text
+
+
+def test_gzipped_metadata_and_ellipse_files_are_read(root, tmp_path):
+    import gzip
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    plain = load_reflacx(copy, "all")
+    for path in (copy / "reflacx").rglob("*.csv"):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    assert load_reflacx(copy, "all") == plain
+
+
+def test_coco_export_keeps_certainty_and_tabulates_it(root, tmp_path, monkeypatch, capsys):
+    """tools/convert_to_coco.py: each COCO annotation keeps its certainty and readers (before:
+    detectron2's converter dropped both); the summary has one row per certainty."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_to_coco", Path(__file__).resolve().parents[1] / "tools" / "convert_to_coco.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "reflacx.json"
+    monkeypatch.setattr(sys, "argv", ["convert_to_coco.py", "--dataset", "reflacx", "--root", str(root),
+                                      "--split", "all", "--output", str(out)])
+    tool.main()
+    coco = json.loads(out.read_text())
+    assert [a["certainty"] for a in coco["annotations"]] == [4, 4, 2, 3, 1, 3, 5]
+    assert [a["readers"] for a in coco["annotations"]] == [[R1], [R1], [R1], [R2], [R2], [R3], [R4]]
+    printed = capsys.readouterr().out
+    table = [[c.strip() for c in l.strip("|").split("|")] for l in printed.splitlines()
+             if l.startswith("|") and any(name in l for name in REFLACX_CERTAINTY_NAMES.values())]
+    assert table == [["1", "Unlikely", "1"], ["2", "Less likely", "1"], ["3", "Possibly", "2"],
+                     ["4", "Suspicious for / Probably", "2"], ["5", "Consistent with", "1"]]
+    assert "MIN_CERTAINTY 0: every ellipse kept" in printed

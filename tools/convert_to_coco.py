@@ -6,8 +6,10 @@
         --readers fused --output vindr_val.json
 
 Boxes are COCO XYWH in the pixels of the image each entry's ``file_name`` points to;
-masks are polygons (REFLACX: the radiologists' ellipses; VinDr: the boxes). Prints a
-summary: images, annotations per class, and the rows that were skipped and why.
+masks are polygons (REFLACX: the radiologists' ellipses; VinDr: the boxes). Besides the
+COCO fields each annotation keeps ``readers`` (reading ids / rad_ids) and, for REFLACX,
+``certainty`` (1 Unlikely .. 5 Consistent with). Prints a summary: images, annotations per
+class (and per certainty for REFLACX), and the rows that were skipped and why.
 """
 import argparse
 import json
@@ -23,11 +25,33 @@ from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from cxr_det.data.datasets.builtin import reflacx_options, vindr_options
 from cxr_det.data.datasets.common import SkipLog
-from cxr_det.data.datasets.reflacx import load_reflacx
+from cxr_det.data.datasets.labels import REFLACX_CERTAINTY_NAMES
+from cxr_det.data.datasets.reflacx import certainty_counts, certainty_rule, load_reflacx
 from cxr_det.data.datasets.vindr import load_vindr
 from cxr_det.engine import get_cxr_cfg
 
 LOADERS = {"reflacx": (load_reflacx, reflacx_options), "vindr": (load_vindr, vindr_options)}
+# Dataset-dict annotation fields kept in the COCO annotations (detectron2 keeps only COCO's own).
+EXTRA_FIELDS = ("certainty", "readers")
+
+
+def carry_annotation_fields(coco, records, fields=EXTRA_FIELDS):
+    """Copy ``fields`` of each dataset-dict annotation into its COCO annotation, in place.
+
+    ``coco`` must come from detectron2's ``convert_to_coco_dict(records)``, which numbers the
+    annotations 1, 2, ... in record order; the pairing is checked (count and image id), so a
+    mismatch raises ValueError instead of attaching a value to the wrong lesion.
+    """
+    pairs = [(r.get("image_id", i), a) for i, r in enumerate(records) for a in r.get("annotations", [])]
+    if len(pairs) != len(coco["annotations"]):
+        raise ValueError(f"{len(coco['annotations'])} COCO annotations for {len(pairs)} dataset annotations")
+    for (image_id, ann), out in zip(pairs, coco["annotations"]):
+        if out["image_id"] != image_id:
+            raise ValueError(f"COCO annotation {out['id']} belongs to image {out['image_id']}, expected {image_id}")
+        for field in fields:
+            if field in ann:
+                out[field] = ann[field]
+    return coco
 
 
 def main():
@@ -57,7 +81,7 @@ def main():
     name = f"_convert_to_coco_{args.dataset}_{args.split}"
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(thing_classes=class_names)
-    coco = convert_to_coco_dict(name)
+    coco = carry_annotation_fields(convert_to_coco_dict(name), records)
     coco["info"]["description"] = (
         f"{args.dataset} split={args.split} readers={options['readers']} converted by cxr_det tools/convert_to_coco.py"
     )
@@ -70,6 +94,12 @@ def main():
     print(f"\n{args.dataset} {args.split} ({options['readers']}): {len(coco['images'])} images "
           f"({empty} without annotations), {len(coco['annotations'])} annotations -> {args.output}\n")
     print(tabulate([(c, per_class[i]) for i, c in enumerate(class_names)], headers=["class", "annotations"], tablefmt="github"))
+    if args.dataset == "reflacx":
+        min_certainty = options.get("min_certainty", 0)
+        rows = [(level, REFLACX_CERTAINTY_NAMES.get(level, "?"), n) for level, n in certainty_counts(records).items()]
+        print()
+        print(tabulate(rows, headers=["certainty", "name", "annotations"], tablefmt="github"))
+        print(certainty_rule(min_certainty))
     if len(skips):
         print()
         print(tabulate(skips.as_rows(), headers=["skipped", "count"], tablefmt="github"))

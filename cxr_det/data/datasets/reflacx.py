@@ -44,6 +44,7 @@ __all__ = [
     "load_reflacx",
     "register_reflacx",
     "certainty_counts",
+    "certainty_rule",
     "certainty_summary",
     "READER_MODES",
     "SPLITS",
@@ -513,23 +514,26 @@ def certainty_counts(records):
     return out
 
 
-def certainty_summary(records, min_certainty, dropped=0, name="reflacx"):
-    """One line: annotations per ellipse certainty, the threshold in use and its source.
+def certainty_rule(min_certainty, dropped=None):
+    """The certainty threshold in use and its sources, in words (``dropped``: ellipses it removed)."""
+    if min_certainty <= min(REFLACX_CERTAINTY_NAMES):
+        rule = f"MIN_CERTAINTY {min_certainty:g}: every ellipse kept whatever its certainty (MDF-Net's choice)"
+    else:
+        count = "" if dropped is None else f": {dropped}"
+        rule = f"MIN_CERTAINTY {min_certainty:g}: ellipses of certainty < {min_certainty:g} dropped{count}"
+    present = REFLACX_PRESENT_CERTAINTY
+    return f"{rule}; the REFLACX authors count >= {present} ({REFLACX_CERTAINTY_NAMES[present]}) as present"
+
+
+def certainty_summary(records, min_certainty, dropped=None, name="reflacx"):
+    """One line: annotations per ellipse certainty, then :func:`certainty_rule`.
 
     Sources: the REFLACX authors count a label as present from certainty 3 ("Possibly") on;
     MDF-Net keeps every ellipse whatever its certainty (``min_certainty`` 0).
     """
     counts = certainty_counts(records)
     table = ", ".join(f"{level} {REFLACX_CERTAINTY_NAMES.get(level, '?')}: {n}" for level, n in counts.items())
-    if min_certainty <= min(REFLACX_CERTAINTY_NAMES):
-        rule = "every ellipse kept whatever its certainty (MDF-Net's choice)"
-    else:
-        rule = f"ellipses of certainty < {min_certainty:g} dropped: {dropped}"
-    return (
-        f"{name}: annotations per ellipse certainty: {table}; MIN_CERTAINTY {min_certainty:g}: {rule}; "
-        f"the REFLACX authors count >= {REFLACX_PRESENT_CERTAINTY} "
-        f"({REFLACX_CERTAINTY_NAMES[REFLACX_PRESENT_CERTAINTY]}) as present"
-    )
+    return f"{name}: annotations per ellipse certainty: {table}; {certainty_rule(min_certainty, dropped)}"
 
 
 def register_reflacx(name, root, split, **options):
