@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import to_rgb
 from matplotlib.lines import Line2D
 from matplotlib.patches import Polygon, Rectangle
 
@@ -248,9 +247,10 @@ class _Canvas:
             self.ax.add_line(Line2D([rx, bx], [ry, by], color=color, linewidth=self._lw(self.line_px * 0.7)))
 
     def note(self, text: str):
-        """A message at the top centre of the image (e.g. "no lesion")."""
-        self.label(text, (self.width / 2 - 1, self.line_height * 2, self.width / 2 + 1, self.line_height * 2),
-                   (0.1, 0.1, 0.1))
+        """A message centred at the top of the image (e.g. "no lesion"); not a label of a box."""
+        x = (self.width - self._extent(text)[0]) / 2 - self.pad
+        y = self.line_height * 2
+        self.label(text, (x, y, x + 1, y), (0.1, 0.1, 0.1))
         self.labels.pop()
 
     def image(self) -> np.ndarray:
