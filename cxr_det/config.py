@@ -27,7 +27,10 @@ def add_cxr_config(cfg):
     # In "fused" mode, same-class ellipses of different readings whose boxes overlap by at
     # least this IoU are merged into one.
     _C.CXR.REFLACX.FUSE_IOU = 0.3
-    # Keep ellipses whose certainty (1..5) is at least this; 0 keeps all.
+    # Keep ellipses whose certainty is at least this: 1 Unlikely, 2 Less likely, 3 Possibly,
+    # 4 Suspicious for / Probably, 5 Consistent with; 0 keeps all. Default 0 as MDF-Net (every
+    # ellipse, whatever its certainty); the REFLACX authors count >= 3 ("Possibly") as present.
+    # Annotations per certainty are logged at the first load of each registered split.
     _C.CXR.REFLACX.MIN_CERTAINTY = 0
     # Drop readings whose eye-tracking data was discarded (their ellipses are valid).
     _C.CXR.REFLACX.DROP_DISCARDED_EYE_TRACKING = False
@@ -37,9 +40,11 @@ def add_cxr_config(cfg):
     _C.CXR.VINDR = CN()
     # Lesion classes (VinDr class names); default the 14 Kaggle lesion classes.
     _C.CXR.VINDR.CLASSES = list(VINDR_KAGGLE_CLASSES)
-    # "all": every radiologist's boxes; "fused": weighted boxes fusion per class; or one rad_id, e.g. "R9".
+    # "all": every radiologist's boxes; "fused": weighted boxes fusion per class of boxes of
+    # different radiologists (a radiologist's own boxes are never merged); or one rad_id, e.g.
+    # "R9". In every mode exact duplicate rows are dropped and counted.
     _C.CXR.VINDR.READERS = "all"
-    # IoU above which boxes of the same class are fused in "fused" mode.
+    # IoU above which boxes of the same class by different radiologists are fused in "fused" mode.
     _C.CXR.VINDR.FUSE_IOU = 0.5
     # Folder written by tools/prepare_vindr.py (8-bit PNGs and their scales); empty: decode the DICOMs.
     _C.CXR.VINDR.IMAGE_CACHE = ""
