@@ -33,5 +33,6 @@ setup(
         "tqdm",
         "tabulate",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # map-boxes, scikit-learn, monai: the reference scorers the evaluation tests compare against.
+    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "scikit-learn", "monai"]},
 )
