@@ -1,0 +1,141 @@
+"""Every shipped config trains from scratch (``MODEL.WEIGHTS ""``, the README's offline advice)
+without diverging, along train_net's path: set-up, Trainer, a few iterations at full LR on
+the synthetic datasets. Frozen-BN ResNets from random weights reached Inf/NaN by iteration 3;
+:func:`cxr_det.modeling.scratch.adapt_for_scratch` switches them to GroupNorm."""
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cxr_det  # noqa: F401
+import cxr_det.modeling  # noqa: F401
+from detectron2.config import get_cfg
+from detectron2.engine.train_loop import HookBase
+
+from cxr_det.config import add_cxr_config, adapt_to_device
+from cxr_det.data.synthetic import make_reflacx, make_vindr
+from cxr_det.engine import Trainer, argument_parser, get_cxr_cfg, setup
+from cxr_det.modeling.scratch import RESNET_BACKBONES, adapt_for_scratch, scratch_changes
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
+IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
+R50_CONFIGS = [p for p in CONFIGS if "R_50" in p.name]
+OFFLINE = ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False"]
+# A detector from random weights starts near ln(classes + 1) + RPN/box/mask terms: a few units.
+# Hundreds (or Inf/NaN) mean activations blew up.
+MAX_LOSS = 10.0
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    """Small synthetic REFLACX (with MIMIC tables) and PhysioNet-layout VinDr under one root."""
+    root = tmp_path_factory.mktemp("cxr_scratch")
+    make_reflacx(root, 12, seed=1, size=160)
+    make_vindr(root, 10, seed=1, size=160)
+    return root
+
+
+class _LossRecorder(HookBase):
+    def __init__(self):
+        self.losses = []
+
+    def after_step(self):
+        self.losses.append(self.trainer.storage.latest()["total_loss"][0])
+
+
+def _train_from_scratch(config, root, out, iterations=4):
+    """train_net's set-up and Trainer with ``MODEL.WEIGHTS ""``; the total loss of each iteration."""
+    opts = OFFLINE + [
+        "CXR.DATASET_ROOT", str(root),
+        "OUTPUT_DIR", str(out),
+        "DATASETS.TEST", "()",
+        "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.WARMUP_ITERS", "1",  # the configs' full learning rate from the 2nd iteration
+        "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)",
+        "INPUT.MAX_SIZE_TRAIN", "160",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "DATALOADER.NUM_WORKERS", "0",
+    ]
+    cfg = setup(argument_parser().parse_args(["--config-file", str(config), *opts]))
+    trainer = Trainer(cfg)
+    recorder = _LossRecorder()
+    trainer.register_hooks([recorder])
+    trainer.resume_or_load(resume=False)
+    try:
+        trainer.train()
+    except FloatingPointError as e:
+        pytest.fail(f"{config.name} diverged from scratch after losses {recorder.losses}: {e}")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # an R50 model_final.pth is 100+ MB
+    return cfg, recorder.losses
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_config_trains_from_scratch(config, synthetic_root, tmp_path):
+    cfg, losses = _train_from_scratch(config, synthetic_root, tmp_path / "run")
+    assert len(losses) == 4
+    assert all(math.isfinite(x) and x < MAX_LOSS for x in losses), f"{config.name} from scratch: losses {losses}"
+    if cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES:
+        assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("GN", "GN", 0)
+
+
+def _switch_warnings(caplog):
+    # detectron2's log formatter rewrites record.name ("cxr_det." -> "cxr."), hence endswith.
+    return [r.getMessage() for r in caplog.records if r.name.endswith("modeling.scratch")]
+
+
+@pytest.mark.parametrize("config", R50_CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in R50_CONFIGS])
+def test_resnet_without_weights_switches_with_one_warning(config, caplog):
+    with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
+        cfg = get_cxr_cfg(str(config), OFFLINE)
+    warnings = _switch_warnings(caplog)
+    assert len(warnings) == 1
+    for key in ("MODEL.WEIGHTS", "MODEL.RESNETS.NORM 'FrozenBN' -> 'GN'", "MODEL.FPN.NORM '' -> 'GN'",
+                "MODEL.BACKBONE.FREEZE_AT 2 -> 0", "MODEL.RESNETS.STRIDE_IN_1X1 True -> False"):
+        assert key in warnings[0]
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.STRIDE_IN_1X1) == (
+        "GN", "GN", 0, False)
+
+    caplog.clear()  # the switched config (as recorded in OUTPUT_DIR/config.yaml) stays as it is
+    with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
+        assert adapt_for_scratch(cfg.clone()) == cfg
+    assert not _switch_warnings(caplog)
+
+
+def _merged(config, opts):
+    cfg = get_cfg()
+    add_cxr_config(cfg)
+    cfg.merge_from_file(str(config))
+    cfg.merge_from_list(opts)
+    return adapt_to_device(cfg)
+
+
+@pytest.mark.parametrize("config", [p for p in CONFIGS if p not in R50_CONFIGS],
+                         ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS if p not in R50_CONFIGS])
+def test_mobilenet_configs_are_unchanged_from_scratch(config, caplog):
+    """MobileNetV3's BatchNorm trains; the demo configs (their metrics) must stay as they were."""
+    with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
+        cfg = get_cxr_cfg(str(config), OFFLINE)
+    assert cfg == _merged(config, OFFLINE)
+    assert not _switch_warnings(caplog)
+
+
+def test_no_switch_with_pretrained_weights():
+    config = CONFIG_DIR / "REFLACX/faster_rcnn_R_50_FPN_3x.yaml"
+    cfg = get_cxr_cfg(str(config))
+    assert cfg.MODEL.WEIGHTS.startswith("detectron2://")
+    assert scratch_changes(cfg) == []
+    assert cfg == _merged(config, [])
+
+
+def test_keys_set_by_the_user_are_kept():
+    cfg = get_cxr_cfg(str(CONFIG_DIR / "VinDr/retinanet_R_50_FPN_5cls.yaml"),
+                      ["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "SyncBN"])
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("BN", "SyncBN", 0)
