@@ -405,6 +405,10 @@ def test_gzipped_metadata_and_ellipse_files_are_read(root, tmp_path):
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
     assert load_reflacx(copy, "all") == plain
+    damaged = copy / "reflacx/main_data" / R4 / "anomaly_location_ellipses.csv.gz"
+    damaged.write_bytes(damaged.read_bytes()[:30])  # truncated download
+    with pytest.raises(DatasetFormatError, match=rf"{R4}/anomaly_location_ellipses\.csv\.gz: cannot be read"):
+        load_reflacx(copy, "all")
 
 
 def test_coco_export_keeps_certainty_and_tabulates_it(root, tmp_path, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import zlib
 from collections import Counter
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from cxr_det.data.datasets.common import (
     SkipLog,
     clip_box,
     dataset_root,
+    find_table,
     open_table_text,
     read_csv,
     resolve_classes,
@@ -438,7 +440,10 @@ def load_reflacx(
             skips.skip(f"{ELLIPSE_FILE} missing (reading skipped)", str(path))
             r["instances"] = None
             continue
-        r["instances"] = _read_ellipses(path, r, targets_by_phase[r["phase"]], min_certainty, skips, counters)
+        try:
+            r["instances"] = _read_ellipses(path, r, targets_by_phase[r["phase"]], min_certainty, skips, counters)
+        except (OSError, EOFError, zlib.error) as e:  # e.g. a damaged .csv.gz
+            raise DatasetFormatError(f"{find_table(path)}: cannot be read ({e})") from e
     readings = [r for r in readings if r["instances"] is not None]
 
     # Group readings into records: one per reading, or one per image.

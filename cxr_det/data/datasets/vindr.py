@@ -35,6 +35,7 @@ from cxr_det.data.datasets.common import (
     box_problem,
     clip_box,
     dataset_root,
+    find_table,
     read_csv,
     resolve_classes,
     table_exists,
@@ -136,13 +137,15 @@ def _read_rows(csv_path: Path, layout: str):
     """Parse one annotation CSV into per-image lists of raw rows (validated later, per image).
 
     A row is ``(where, rad_id, class_name, class_id, x0, y0, x1, y1)``; box values that are
-    blank or not numbers are NaN, ``class_id`` is NaN when absent.
+    blank or not numbers are NaN, ``class_id`` is NaN when absent. ``csv_path`` may be
+    gzipped (``.csv.gz``, see :func:`~cxr_det.data.datasets.common.find_table`).
     """
     required = ["image_id", "class_name", *BOX_COLUMNS]
     if layout == "kaggle":
         required += ["rad_id", "class_id"]
     elif csv_path.name == "annotations_train.csv":
         required.append("rad_id")
+    csv_path = find_table(csv_path)  # the file actually read, named in the skip reports
     frame = read_csv(csv_path, required_columns=required, dtype={"image_id": str, "rad_id": str, "class_name": str})
     rows_by_image = defaultdict(list)
     orphans = []
