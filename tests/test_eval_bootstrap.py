@@ -27,7 +27,7 @@ from cxr_det.evaluation.image_level import image_level_metrics
 from cxr_det.evaluation.matching import ImageBoxes
 from cxr_det.evaluation.protocols import froc_metrics, vinbigdata_metrics
 
-from test_eval_references import image, vindr_like
+from test_eval_references import vindr_like
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["A", "B", "C"]

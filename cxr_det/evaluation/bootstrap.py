@@ -22,7 +22,7 @@ CPM and image-level AUC, each as its protocol in :mod:`~cxr_det.evaluation.proto
 import logging
 import time
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,6 +37,8 @@ __all__ = [
     "percentile_interval",
     "paired_p_value",
     "bootstrap_intervals",
+    "paired_resamples",
+    "difference_row",
     "paired_comparison",
 ]
 
@@ -295,6 +297,55 @@ def bootstrap_intervals(
     return results
 
 
+def _check_paired(images_a, images_b):
+    if len(images_a) != len(images_b):
+        raise ValueError(f"paired comparison: {len(images_a)} images in A but {len(images_b)} in B")
+    for a, b in zip(images_a, images_b):
+        if a.image_id != b.image_id or not (
+            np.array_equal(a.gt_boxes, b.gt_boxes) and np.array_equal(a.gt_classes, b.gt_classes)
+        ):
+            raise ValueError(f"paired comparison: image {a.image_id!r} / {b.image_id!r} differs between A and B")
+
+
+def paired_resamples(
+    images_a: Sequence[ImageBoxes],
+    images_b: Sequence[ImageBoxes],
+    class_names: Sequence[str],
+    options,
+    num_resamples: int = 1000,
+    seed: int = 0,
+):
+    """Both prediction sets scored on the same bootstrap resamples of the images.
+
+    Returns ``(scorer, (point_a, point_b), (samples_a, samples_b))``: the
+    :class:`BootstrapMetrics` of A (its ``rows`` name the per-class columns), each set's
+    ``point()`` and each set's ``(per_class, summary)`` arrays over the resamples, values
+    in [0, 1]. Raises ValueError if the two lists differ in images or ground truth.
+    """
+    _check_paired(images_a, images_b)
+    scorer_a = BootstrapMetrics(images_a, class_names, options)
+    scorer_b = BootstrapMetrics(images_b, class_names, options)
+    samples = _run([scorer_a, scorer_b], int(num_resamples), seed, "paired bootstrap")
+    return scorer_a, (scorer_a.point(), scorer_b.point()), samples
+
+
+def difference_row(value_a: float, value_b: float, differences: np.ndarray, confidence: float = 0.95):
+    """``{"A", "B", "difference", "low", "high", "p_value"}`` in percent from values in
+    [0, 1] and the resampled differences B - A (see :func:`percentile_interval`,
+    :func:`paired_p_value`)."""
+    low, high = percentile_interval(differences, confidence)
+    return OrderedDict(
+        [
+            ("A", 100 * float(value_a)),
+            ("B", 100 * float(value_b)),
+            ("difference", 100 * (float(value_b) - float(value_a))),
+            ("low", 100 * low),
+            ("high", 100 * high),
+            ("p_value", paired_p_value(differences)),
+        ]
+    )
+
+
 def paired_comparison(
     images_a: Sequence[ImageBoxes],
     images_b: Sequence[ImageBoxes],
@@ -312,37 +363,15 @@ def paired_comparison(
     (difference = B - A; ``low``/``high`` its percentile interval; rows "all" (the headline
     metric) then each class). Raises ValueError if the two lists differ in images or GT.
     """
-    if len(images_a) != len(images_b):
-        raise ValueError(f"paired comparison: {len(images_a)} images in A but {len(images_b)} in B")
-    for a, b in zip(images_a, images_b):
-        if a.image_id != b.image_id or not (
-            np.array_equal(a.gt_boxes, b.gt_boxes) and np.array_equal(a.gt_classes, b.gt_classes)
-        ):
-            raise ValueError(f"paired comparison: image {a.image_id!r} / {b.image_id!r} differs between A and B")
-    scorer_a = BootstrapMetrics(images_a, class_names, options)
-    scorer_b = BootstrapMetrics(images_b, class_names, options)
-    point_a = scorer_a.point()
-    point_b = scorer_b.point()
-    (class_a, sum_a), (class_b, sum_b) = _run([scorer_a, scorer_b], int(num_resamples), seed, "paired bootstrap")
+    scorer, (point_a, point_b), ((class_a, sum_a), (class_b, sum_b)) = paired_resamples(
+        images_a, images_b, class_names, options, num_resamples, seed
+    )
     out = OrderedDict()
-    for name, rows in scorer_a.rows.items():
+    for name, rows in scorer.rows.items():
         table = OrderedDict()
-        columns = [("all", point_a[1][name], point_b[1][name], sum_b[name] - sum_a[name])]
-        columns += [
-            (row, point_a[0][name][c], point_b[0][name][c], class_b[name][:, c] - class_a[name][:, c])
-            for c, row in enumerate(rows)
-        ]
-        for row, va, vb, diff in columns:
-            low, high = percentile_interval(diff, confidence)
-            table[row] = OrderedDict(
-                [
-                    ("A", 100 * float(va)),
-                    ("B", 100 * float(vb)),
-                    ("difference", 100 * (float(vb) - float(va))),
-                    ("low", 100 * low),
-                    ("high", 100 * high),
-                    ("p_value", paired_p_value(diff)),
-                ]
-            )
+        table["all"] = difference_row(point_a[1][name], point_b[1][name], sum_b[name] - sum_a[name], confidence)
+        for c, row in enumerate(rows):
+            diff = class_b[name][:, c] - class_a[name][:, c]
+            table[row] = difference_row(point_a[0][name][c], point_b[0][name][c], diff, confidence)
         out[name] = table
     return out
