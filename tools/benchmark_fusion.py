@@ -9,8 +9,12 @@ table: AP, AP50, per-class AP50 (Consolidation and Pulmonary edema look alike in
 image and differ only in the patient's vitals), seconds per training iteration and the
 clinical / image-only time ratio. A last column scores the look-alike pair as one class
 ("patchy", class-agnostic AP50): it shows how much of a difference is finding the opacity
-and how much is naming it. Also writes ``benchmark_fusion.json`` and a bar chart.
-A benchmark, not a test: it takes minutes.
+and how much is naming it. Then it states the clinical gain (clinical - image-only AP50,
+overall, on the look-alike pair and per class) with its paired-bootstrap 95% confidence
+interval and p-value over the evaluation images (``--bootstrap`` resamples, from the two
+runs' saved ``ground_truth_coco.json`` / ``coco_instances_results.json``, so
+``--report-only`` needs no retraining). Also writes ``benchmark_fusion.json`` and a bar
+chart. A benchmark, not a test: it takes minutes.
 """
 import argparse
 import json
@@ -58,6 +62,56 @@ def merged_ap50(inference_dir, classes):
     return coco_metrics(gt, dt, [gt["categories"][0]["name"]], tasks=["bbox"])["bbox"]["AP50"]
 
 
+def clinical_gain(image_only_dir, clinical_dir, look_alike=LOOK_ALIKE, resamples=1000, seed=0):
+    """Clinical - image-only COCO AP50 with paired-bootstrap 95% intervals over images.
+
+    Reads each run's evaluator files (``ground_truth_coco.json``,
+    ``coco_instances_results.json``) from its inference folder; both must hold the same
+    images and ground truth (else SystemExit naming the files). Returns an ordered dict of
+    rows ("AP50", "AP50 look-alike pair" (mean of the pair's AP50), then "AP50 <class>"),
+    each ``{"A": image-only, "B": clinical, "difference", "low", "high", "p_value"}`` in
+    percent (see :func:`cxr_det.evaluation.bootstrap.difference_row`).
+    """
+    from collections import OrderedDict
+
+    import numpy as np
+
+    from cxr_det.evaluation.bootstrap import difference_row, paired_resamples
+    from cxr_det.evaluation.coco_files import load_ground_truth, load_predictions
+    from cxr_det.evaluation.core import EvalOptions, build_image_boxes, drop_bad_gt_boxes
+
+    image_only_dir, clinical_dir = Path(image_only_dir), Path(clinical_dir)
+    records, names, cat_to_index = load_ground_truth(image_only_dir / "ground_truth_coco.json")
+    other, other_names, _ = load_ground_truth(clinical_dir / "ground_truth_coco.json")
+    if names != other_names or records != other:
+        raise SystemExit(f"{image_only_dir}/ground_truth_coco.json and {clinical_dir}/ground_truth_coco.json differ: "
+                         "the two runs were not evaluated on the same images")
+    missing = [c for c in look_alike if c not in names]
+    if missing:
+        raise SystemExit(f"{image_only_dir}/ground_truth_coco.json lacks the classes {missing}")
+    records = drop_bad_gt_boxes(records)
+    images = [
+        build_image_boxes(records, load_predictions(d / "coco_instances_results.json", cat_to_index), len(names))[0]
+        for d in (image_only_dir, clinical_dir)
+    ]
+    scorer, (point_a, point_b), ((class_a, sum_a), (class_b, sum_b)) = paired_resamples(
+        images[0], images[1], names, EvalOptions(protocols=("coco",)), resamples, seed
+    )
+    pair = [names.index(c) for c in look_alike]
+    rows = OrderedDict()
+    rows["AP50"] = difference_row(point_a[1]["AP50"], point_b[1]["AP50"], sum_b["AP50"] - sum_a["AP50"])
+    with np.errstate(invalid="ignore"):
+        look_a, look_b = np.nanmean(class_a["AP50"][:, pair], axis=1), np.nanmean(class_b["AP50"][:, pair], axis=1)
+    rows["AP50 look-alike pair"] = difference_row(
+        np.mean(point_a[0]["AP50"][pair]), np.mean(point_b[0]["AP50"][pair]), look_b - look_a
+    )
+    for k, name in enumerate(names):
+        rows[f"AP50 {name}"] = difference_row(
+            point_a[0]["AP50"][k], point_b[0]["AP50"][k], class_b["AP50"][:, k] - class_a["AP50"][:, k]
+        )
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="datasets/synthetic", help="synthetic REFLACX root (made if absent)")
@@ -66,6 +120,9 @@ def main():
     parser.add_argument("--iters", type=int, default=1200)
     parser.add_argument("--split", default="reflacx_val", help="dataset to evaluate on")
     parser.add_argument("--output", default="output/benchmark_fusion")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="paired bootstrap resamples of the evaluation images for the gain's 95%% CI")
+    parser.add_argument("--bootstrap-seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: print the table from the two runs already in --output")
     args = parser.parse_args()
@@ -119,10 +176,22 @@ def main():
     print(f"\nlook-alike mean AP50: image-only {look['image-only']:.1f}, clinical {look['clinical']:.1f} "
           f"({look['clinical'] - look['image-only']:+.1f} points)")
     print(f"time per iteration clinical / image-only: {ratio:.3f}")
+    gain = clinical_gain(Path(args.output) / "image-only" / "inference" / args.split,
+                         Path(args.output) / "clinical" / "inference" / args.split,
+                         LOOK_ALIKE, args.bootstrap, args.bootstrap_seed)
+    print(f"\nclinical gain (clinical - image-only), paired bootstrap over the {len(gt['images'])} evaluation images, "
+          f"{args.bootstrap} resamples (seed {args.bootstrap_seed}):")
+    print(tabulate([[row, v["A"], v["B"], v["difference"], f"[{v['low']:+.1f}, {v['high']:+.1f}]", v["p_value"]]
+                    for row, v in gain.items()],
+                   headers=["", "image-only", "clinical", "gain", "95% CI", "p"], floatfmt=".3f", tablefmt="github"))
+    g = gain["AP50"]
+    print(f"clinical gain in AP50: {g['difference']:+.1f} points (95% CI {g['low']:+.1f} to {g['high']:+.1f}, "
+          f"p = {g['p_value']:.3f})")
 
     Path(args.output).mkdir(parents=True, exist_ok=True)
     summary["look_alike_AP50"] = look
     summary["time_ratio"] = ratio
+    summary["clinical_gain"] = {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "rows": gain}
     (Path(args.output) / "benchmark_fusion.json").write_text(json.dumps(summary, indent=2))
     _plot(summary, classes, Path(args.output) / "benchmark_fusion.png")
 
