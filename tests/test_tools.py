@@ -119,12 +119,13 @@ def test_predict_on_dicom_gives_boxes_in_dicom_pixels(tmp_path, monkeypatch):
     assert boxes[:, [0, 2]].max() <= width and boxes[:, [1, 3]].max() <= height
     # The model saw a 120x180 image; boxes beyond that frame prove they were mapped back.
     assert boxes[:, 2].max() > 200 and boxes[:, 3].max() > 130
-    probabilities = result["image_probabilities"]
+    probabilities = result["image_scores"]
     assert len(probabilities) == 5
     for name, p in probabilities.items():
         scores = [i["score"] for i in result["instances"] if i["class"] == name]
         assert p == pytest.approx(max(scores, default=0.0), abs=1e-4)
-    assert cv2.imread(str(out / "scan.png")).shape[:2] == (height, width)
+    drawn = cv2.imread(str(out / "scan.png")).shape[:2]
+    assert drawn[1] >= 1024 and drawn[1] / drawn[0] > 1.2  # upscaled to a legible size, landscape kept, + title
 
 
 def test_visualize_json_results_side_by_side(root, tmp_path, monkeypatch):

@@ -1,136 +1,163 @@
 #!/usr/bin/env python
-"""Detect lesions on PNG/JPEG/DICOM chest X-rays: annotated PNGs and JSON out.
+"""Detect lesions on PNG/JPEG/TIFF/DICOM chest X-rays with a trained run: annotated PNGs and JSON out.
 
-    tools/predict.py --config-file cfg.yaml --input xray.dicom folder/ --output out/ \
-        [--clinical clinical.json|clinical.csv] [--conf-threshold 0.3] MODEL.WEIGHTS model_final.pth
+    tools/predict.py --run output/demo_clinical --input scans/ --output out/ [--clinical vitals.csv]
+    tools/predict.py --config-file cfg.yaml --input x.dicom --output out/ MODEL.WEIGHTS model_final.pth
+    tools/predict.py --run output/demo_clinical --describe      # classes, clinical fields, units, ranges
 
-Boxes are in the pixel coordinates of each input file (DICOM: the DICOM's own grid).
-Clinical values (with CXR.CLINICAL.ENABLED): a JSON object for one image, a JSON object
-mapping file names to records, or a CSV with a ``file_name`` column; missing values allowed.
+The model is built from the run's own record (config, classes, clinical statistics); a
+repository config may be given too (its model keys must agree and are taken from the run).
+Outputs mirror the input tree: ``out/<relative path>.json`` and ``.png``, plus
+``predictions.json`` (all images) and ``summary.json`` (counts, skipped files, clinical
+problems). Boxes are in each input file's own pixels (DICOM: its grid).
+
+Clinical values: a CSV with a ``file_name`` column (path relative to the ``--input`` folder,
+or the bare file name when names are unique) or a JSON object keyed the same way (or one
+record for one image). Unknown fields, missing features, unparseable values and unknown
+categories are reported per file; ``--strict`` makes them errors. Models trained with
+``CXR.CLINICAL.SOURCE dicom`` also read PatientAge / PatientSex from DICOM inputs.
+Unreadable image files are skipped, counted and listed.
 """
 import argparse
 import json
-import math
+import logging
 import os
-from pathlib import Path
+import sys
 
 import cv2
-import pandas as pd
 from tqdm import tqdm
 
 import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 
-from detectron2.data import MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
-from cxr_det.data.datasets.builtin import register_from_config
 from cxr_det.data.image_io import read_image
-from cxr_det.engine import class_head_key, get_cxr_cfg
+from cxr_det.engine import RunConfigError, inference_config
+from cxr_det.engine.inference import (
+    ClinicalInputError,
+    check_clinical_record,
+    describe_inputs,
+    dicom_clinical_record,
+    find_inputs,
+    load_clinical_inputs,
+    match_clinical,
+    output_stem,
+    prediction_record,
+)
 from cxr_det.engine.predictor import CXRPredictor
-from cxr_det.utils.visualizer import draw_predictions
+from cxr_det.engine.run import class_names_of
+from cxr_det.utils.visualizer import MIN_LONG_SIDE, draw_predictions, predictions_title
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-
-
-def find_images(paths):
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SystemExit(f"--input {path}: no such file or folder")
-    if not files:
-        raise SystemExit(f"--input {paths}: no {'/'.join(SUFFIXES)} images found")
-    return files
+logger = logging.getLogger("cxr_det.predict")
 
 
-def load_clinical(path, files):
-    """{file name: raw record} from a JSON or CSV file (None: no clinical data)."""
-    if not path:
-        return {}
-    if path.endswith(".csv"):
-        frame = pd.read_csv(path)
-        if "file_name" not in frame.columns:
-            raise SystemExit(f"--clinical {path}: needs a 'file_name' column; columns: {list(frame.columns)}")
-        return {
-            Path(row.pop("file_name")).name: {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-            for row in frame.to_dict("records")
-        }
-    with open(path) as f:
-        data = json.load(f)
-    if not isinstance(data, dict):
-        raise SystemExit(f"--clinical {path}: expected a JSON object")
-    if all(isinstance(v, dict) for v in data.values()) and data:
-        return {Path(k).name: v for k, v in data.items()}
-    if len(files) != 1:
-        raise SystemExit(f"--clinical {path}: one record given but {len(files)} images; key records by file name")
-    return {files[0].name: data}
-
-
-def class_names_of(cfg):
-    for name in tuple(cfg.DATASETS.TEST) + tuple(cfg.DATASETS.TRAIN):
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes:
-            return list(classes)
-    return [f"class {i}" for i in range(cfg.MODEL[class_head_key(cfg)].NUM_CLASSES)]
-
-
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--input", nargs="+", required=True, help="image files or folders")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--clinical", default="", help="JSON or CSV of clinical values")
+    parser.add_argument("--run", default="", help="training OUTPUT_DIR or checkpoint (.pth) to predict with")
+    parser.add_argument("--config-file", default="", help="config (optional with --run)")
+    parser.add_argument("--input", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("--output", help="folder for the JSON and PNG files")
+    parser.add_argument("--clinical", default="", help="CSV or JSON of clinical values (see --describe)")
     parser.add_argument("--conf-threshold", type=float, default=0.3, help="keep boxes scoring at least this")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS ...")
-    args = parser.parse_args()
+    parser.add_argument("--strict", action="store_true", help="clinical input problems are errors, not warnings")
+    parser.add_argument("--describe", action="store_true", help="print the model's classes and clinical fields, then exit")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    if not args.describe and not (args.input and args.output):
+        parser.error("--input and --output are required (or --describe)")
+    return args
 
-    cfg = get_cxr_cfg(args.config_file, args.opts)
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="cxr_det", abbrev_name="cxr")
+    try:
+        cfg = inference_config(args.run, args.config_file, args.opts)
+    except RunConfigError as e:
+        sys.exit(f"predict.py: {e}")
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.conf_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.conf_threshold
-    register_from_config(cfg)
     cfg.freeze()
     class_names = class_names_of(cfg)
-    files = find_images(args.input)
-    clinical = load_clinical(args.clinical, files)
     predictor = CXRPredictor(cfg)
+    featurizer = predictor.clinical_featurizer
+    if args.describe:
+        print(describe_inputs(class_names, featurizer, cfg.CXR.CLINICAL.SOURCE if featurizer else ""))
+        return
+
+    try:
+        images = find_inputs(args.input)
+        table, single = load_clinical_inputs(args.clinical) if args.clinical else ({}, None)
+        clinical, unmatched = match_clinical(images, table, single)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"predict.py: {e}")
+    if args.clinical and featurizer is None:
+        logger.warning(f"--clinical {args.clinical}: this model does not use clinical data; ignored")
+    if unmatched:
+        logger.warning(f"--clinical: {len(unmatched)} record(s) match no input image, e.g. {unmatched[:3]}")
+    from_dicom = featurizer is not None and cfg.CXR.CLINICAL.SOURCE == "dicom"
+
+    problems = {}
+    if featurizer is not None:
+        for image in images:
+            record = clinical[image.key]
+            if from_dicom and record is None:
+                continue  # read from the DICOM header below; checked there
+            found = check_clinical_record(record, featurizer)
+            if found and (args.clinical or not from_dicom):
+                problems[image.key] = found
+        if problems and args.strict:
+            listed = "\n".join(f"  {k}: {'; '.join(v)}" for k, v in list(problems.items())[:20])
+            sys.exit(f"predict.py --strict: clinical input problems in {len(problems)} image(s):\n{listed}")
 
     os.makedirs(args.output, exist_ok=True)
-    everything = []
-    for path in tqdm(files, desc="predicting"):
-        image = read_image(path, cfg.INPUT.FORMAT)
-        instances = predictor(image, clinical.get(path.name))["instances"].to("cpu")
-        boxes = instances.pred_boxes.tensor.numpy()
-        scores = instances.scores.numpy()
-        classes = instances.pred_classes.numpy()
-        result = {
-            "file_name": str(path),
-            "height": int(image.shape[0]),
-            "width": int(image.shape[1]),
-            "clinical": clinical.get(path.name),
-            "instances": [
-                {"bbox": [round(float(v), 2) for v in b], "bbox_mode": "XYXY_ABS", "category_id": int(c),
-                 "class": class_names[c], "score": round(float(s), 4)}
-                for b, s, c in zip(boxes, scores, classes)
-            ],
-            # Image-level probability of each finding: its highest box score (0 without a box).
-            "image_probabilities": {
-                name: round(float(scores[classes == i].max()) if (classes == i).any() else 0.0, 4)
-                for i, name in enumerate(class_names)
-            },
-        }
+    everything, skipped = [], {}
+    for image in tqdm(images, desc="predicting"):
+        try:
+            pixels = read_image(image.path, cfg.INPUT.FORMAT)
+        except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
+            skipped[image.key] = f"{type(e).__name__}: {e}"
+            logger.warning(f"{image.path}: skipped ({e})")
+            continue
+        record = clinical[image.key]
+        if from_dicom:
+            header = dicom_clinical_record(image.path)
+            if header is not None:
+                record = {**header, **(record or {})}
+            found = check_clinical_record(record, featurizer)
+            if found:
+                problems[image.key] = found
+        instances = predictor(pixels, record)["instances"].to("cpu")
+        result = prediction_record(image.key, instances, class_names, pixels.shape[0], pixels.shape[1],
+                                   record, problems.get(image.key, ()), featurizer)
         everything.append(result)
-        stem = path.stem
-        with open(os.path.join(args.output, f"{stem}.json"), "w") as f:
+        stem = output_stem(args.output, image.key)
+        with open(stem + ".json", "w") as f:
             json.dump(result, f, indent=2, default=str)
-        rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else (image.repeat(3, 2) if image.shape[2] == 1 else image)
-        drawn = draw_predictions(rgb, boxes, scores, classes, class_names)
-        cv2.imwrite(os.path.join(args.output, f"{stem}.png"), drawn[:, :, ::-1])
+        rgb = pixels[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else (pixels.repeat(3, 2) if pixels.shape[2] == 1 else pixels)
+        boxes = [d["bbox"] for d in result["instances"]]
+        drawn = draw_predictions(rgb, boxes, [d["score"] for d in result["instances"]],
+                                 [d["category_id"] for d in result["instances"]], class_names,
+                                 min_long_side=MIN_LONG_SIDE,
+                                 title=f"{image.key} - {predictions_title(len(boxes), args.conf_threshold)}")
+        cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
+
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(everything, f, indent=2, default=str)
-    print(f"{len(files)} image(s): annotated PNG + JSON in {args.output}")
+    summary = {"images": len(images), "predicted": len(everything), "skipped": skipped,
+               "clinical_problems": problems, "clinical_unmatched": unmatched}
+    with open(os.path.join(args.output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"{len(everything)} of {len(images)} image(s) predicted: JSON + annotated PNG in {args.output}")
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped (unreadable):")
+        for key, why in skipped.items():
+            print(f"  {key}: {why}")
+    if problems:
+        print(f"clinical input problems in {len(problems)} image(s) (see summary.json; --strict makes them errors):")
+        for key, found in list(problems.items())[:10]:
+            print(f"  {key}: {'; '.join(found)}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ __all__ = [
     "read_run_record",
     "inference_config",
     "model_defining_keys",
+    "class_names_of",
     "set_aside_previous_run",
     "truncate_metrics",
 ]
@@ -293,6 +294,27 @@ def inference_config(run: str = "", config_file: str = "", opts: Sequence[str] =
         )
     cfg.merge_from_list(loading)
     return adapt_to_device(cfg)
+
+
+def class_names_of(cfg) -> List[str]:
+    """The class names of the model ``cfg`` builds: from the run record in ``MODEL.WEIGHTS``,
+    else from the metadata of ``DATASETS.TEST`` / ``TRAIN`` (registered from ``cfg``), else
+    ``"class <i>"`` with a warning."""
+    record = read_run_record(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+    if record is not None and record.state.get("class_names"):
+        return list(record.state["class_names"])
+    from detectron2.data import MetadataCatalog
+
+    from cxr_det.data.datasets.builtin import register_from_config
+
+    register_from_config(cfg)
+    for name in tuple(cfg.DATASETS.TEST) + tuple(cfg.DATASETS.TRAIN):
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes:
+            return list(classes)
+    head = "RETINANET" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE else "ROI_HEADS"
+    logger.warning("no class names in the checkpoint or the datasets; using 'class <i>'")
+    return [f"class {i}" for i in range(cfg.MODEL[head].NUM_CLASSES)]
 
 
 def _set(cfg, dotted: str, value):

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_NUMERIC",
     "DEFAULT_CATEGORICAL",
     "FEATURE_RANGES",
+    "FEATURE_DESCRIPTIONS",
     "CELSIUS_RANGE",
     "POLICIES",
     "parse_number",
@@ -69,6 +70,19 @@ FEATURE_RANGES = {
     "dbp": (20.0, 180.0, "missing"),
     "pain": (0.0, 10.0, "missing"),
     "acuity": (1.0, 5.0, "missing"),
+}
+# Unit or scale of each feature as MIMIC-IV-ED triage records it (triage table documentation).
+FEATURE_DESCRIPTIONS = {
+    "age": "years",
+    "temperature": "degrees F (Celsius converted)",
+    "heartrate": "beats/min",
+    "resprate": "breaths/min",
+    "o2sat": "% (SpO2)",
+    "sbp": "mmHg (systolic)",
+    "dbp": "mmHg (diastolic)",
+    "pain": "0..10 scale",
+    "acuity": "ESI 1 (most urgent)..5",
+    "gender": "M / F",
 }
 # Temperatures inside this range are taken as Celsius and converted to Fahrenheit.
 CELSIUS_RANGE = (30.0, 45.0)

@@ -1,0 +1,181 @@
+"""tools/predict.py on real-world folders (issue 9 item 6, issue 10 section 3): inputs keyed by
+relative path, clinical inputs validated, unreadable files skipped, DICOM header values used,
+masks in the JSON."""
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cxr_det  # noqa: F401
+from cxr_det.data.synthetic import make_reflacx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
+CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
+SMALL = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.MAX_ITER", "3",
+         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
+         "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "TEST.CXR_EVAL.PLOTS", "False",
+         "CXR.TRAIN.PLOT_CURVES", "False", "DATASETS.TEST", "()"]
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"tools/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train(config, root, out, extra=()):
+    from cxr_det.engine import argument_parser
+
+    args = argument_parser().parse_args(["--config-file", str(config), "CXR.DATASET_ROOT", str(root),
+                                         "OUTPUT_DIR", str(out), *SMALL, *extra])
+    _tool("train_net").main(args)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cxr")
+    make_reflacx(root, 20, seed=5, size=160)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clinical_run(data, tmp_path_factory):
+    return _train(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
+
+
+@pytest.fixture(scope="module")
+def chexpert_layout(data, tmp_path_factory):
+    """Three patients' ``study1/view1_frontal.jpg``: same file name, different folders."""
+    jpgs = sorted((data / "mimic-cxr-jpg").rglob("*.jpg"))[:3]
+    top = tmp_path_factory.mktemp("chexpert") / "valid"
+    for i, jpg in enumerate(jpgs, 1):
+        target = top / f"patient0000{i}" / "study1" / "view1_frontal.jpg"
+        target.parent.mkdir(parents=True)
+        shutil.copy(jpg, target)
+    return top
+
+
+def _predict(argv):
+    return _tool("predict").main([str(a) for a in argv])
+
+
+def test_same_file_names_in_different_folders_keep_their_own_outputs_and_records(clinical_run, chexpert_layout, tmp_path):
+    # Before: one output file, and all three predictions carried the last patient's record.
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("file_name,age,gender,temperature\n"
+                   "patient00001/study1/view1_frontal.jpg,31,F,98.6\n"
+                   "patient00002/study1/view1_frontal.jpg,52,M,101.2\n"
+                   "patient00003/study1/view1_frontal.jpg,77,F,99.0\n")
+    out = tmp_path / "out"
+    _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", out, "--clinical", csv])
+    ages = {}
+    for i in (1, 2, 3):
+        result = json.loads((out / f"patient0000{i}/study1/view1_frontal.json").read_text())
+        assert (out / f"patient0000{i}/study1/view1_frontal.png").is_file()
+        ages[i] = result["clinical"]["raw"]["age"]
+    assert ages == {1: 31.0, 2: 52.0, 3: 77.0}
+    assert len(json.loads((out / "predictions.json").read_text())) == 3
+
+
+def test_records_keyed_by_a_file_name_shared_by_several_inputs_is_an_error(clinical_run, chexpert_layout, tmp_path):
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("file_name,age\nview1_frontal.jpg,40\n")
+    with pytest.raises(SystemExit, match="occurs 3 times"):
+        _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", tmp_path / "o", "--clinical", csv])
+
+
+def test_unreadable_files_are_skipped_counted_and_named(clinical_run, chexpert_layout, tmp_path):
+    folder = tmp_path / "scans"
+    shutil.copytree(chexpert_layout, folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "empty.dcm").write_bytes(b"")
+    out = tmp_path / "out"
+    _predict(["--run", clinical_run, "--input", folder, "--output", out])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 5 and summary["predicted"] == 3
+    assert set(summary["skipped"]) == {"broken.png", "empty.dcm"}
+
+
+def test_misspelled_clinical_columns_are_reported_and_strict_refuses(clinical_run, chexpert_layout, tmp_path):
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("file_name,Age,sex,temp,heart_rate\n"
+                   + "".join(f"patient0000{i}/study1/view1_frontal.jpg,60,F,99,80\n" for i in (1, 2, 3)))
+    out = tmp_path / "out"
+    _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", out, "--clinical", csv])
+    problems = json.loads((out / "summary.json").read_text())["clinical_problems"]
+    assert len(problems) == 3
+    text = " ".join(problems["patient00001/study1/view1_frontal.jpg"])
+    assert "unknown field 'Age' (did you mean 'age'?)" in text and "'heart_rate'" in text and "missing: age" in text
+    with pytest.raises(SystemExit, match="--strict"):
+        _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", tmp_path / "o2", "--clinical", csv,
+                  "--strict"])
+
+
+def test_unparseable_values_and_unknown_categories_are_reported(clinical_run, chexpert_layout, tmp_path):
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("file_name,age,gender,heartrate,o2sat\n"
+                   "patient00001/study1/view1_frontal.jpg,60,X,fast,130\n")
+    out = tmp_path / "out"
+    _predict(["--run", clinical_run, "--input", chexpert_layout / "patient00001", "--output", out,
+              "--clinical", csv])
+    # The input root is patient00001, so the key is study1/view1_frontal.jpg: not matched.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clinical_unmatched"] == ["patient00001/study1/view1_frontal.jpg"]
+    out = tmp_path / "out2"
+    _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", out, "--clinical", csv])
+    text = " ".join(json.loads((out / "summary.json").read_text())["clinical_problems"]
+                    ["patient00001/study1/view1_frontal.jpg"])
+    assert "heartrate 'fast' is not a number" in text
+    assert "o2sat" in text and "130" in text and "outside the plausible range 50..100" in text
+    assert "gender 'X' is not among the training values" in text
+
+
+def test_describe_lists_fields_units_and_ranges(clinical_run, capsys):
+    _predict(["--run", clinical_run, "--describe"])
+    text = capsys.readouterr().out
+    assert "Consolidation" in text and "temperature" in text and "degrees F" in text and "90..110" in text
+    assert "values: F, M" in text
+
+
+def test_dicom_source_model_reads_age_and_sex_from_the_dicom_header(clinical_run, tmp_path):
+    from cxr_det.data.synthetic.dicom_writer import write_dicom
+
+    state = torch.load(clinical_run / "model_final.pth", map_location="cpu", weights_only=True)
+    state["cxr_run"]["config"] = state["cxr_run"]["config"].replace("SOURCE: mimic-iv-ed", "SOURCE: dicom")
+    assert "SOURCE: dicom" in state["cxr_run"]["config"]
+    torch.save(state, tmp_path / "model_dicom_source.pth")
+    pixels = (np.random.default_rng(0).random((160, 150)) * 4000).astype(np.uint16)
+    dicom = write_dicom(tmp_path / "scans" / "a.dicom", pixels, bits_stored=12, patient_age="065Y",
+                        patient_sex="F")
+    out = tmp_path / "out"
+    _predict(["--run", tmp_path / "model_dicom_source.pth", "--input", dicom.parent, "--output", out])
+    clinical = json.loads((out / "a.json").read_text())["clinical"]
+    assert clinical["raw"] == {"age": 65.0, "gender": "F"}  # before: "clinical": null
+    assert clinical["used"]["age"] == 65.0 and clinical["used"]["gender"] == "F"
+
+
+def test_mask_rcnn_masks_are_in_the_json(data, chexpert_layout, tmp_path):
+    from pycocotools import mask as mask_util
+
+    run = _train(DEMO_CONFIG, data, tmp_path / "mask", ["MODEL.MASK_ON", "True"])
+    out = tmp_path / "out"
+    _predict(["--run", run, "--input", chexpert_layout / "patient00001", "--output", out,
+              "--conf-threshold", "0.0"])
+    result = json.loads((out / "study1/view1_frontal.json").read_text())
+    assert result["instances"]
+    for det in result["instances"]:
+        rle = dict(det["segmentation"], counts=det["segmentation"]["counts"].encode())
+        assert mask_util.decode(rle).shape == (result["height"], result["width"])
+
+
+def test_predict_without_weights_refuses(tmp_path, chexpert_layout):
+    # Before: an image-only config without MODEL.WEIGHTS ran a random model without a word.
+    with pytest.raises(SystemExit, match="no trained weights"):
+        _predict(["--config-file", DEMO_CONFIG, "--input", chexpert_layout, "--output", tmp_path / "o"])
