@@ -98,3 +98,34 @@ def test_average_precision_interpolation_and_edge_cases():
     assert np.isnan(average_precision([0.0], [np.nan], "voc"))  # no GT
     with pytest.raises(ValueError):
         average_precision(p, r, "bogus")
+
+
+def test_rules_on_equal_overlap_and_the_luna16_hits():
+    from cxr_det.evaluation.matching import lesion_hits
+
+    gt = np.array([[0.0, 0.0, 50.0, 50.0], [20.0, 20.0, 80.0, 80.0]])
+    pred = np.array([[25.0, 25.0, 30.0, 30.0], [5.0, 5.0, 10.0, 10.0]])  # IoBB 1 with both / with g0 only
+    # pycocotools ("coco") gives the first prediction the last of the equal boxes: both found
+    _, tp = match_image(pred, np.array([0.9, 0.8]), gt, box_iobb, 0.5, rule="coco")
+    np.testing.assert_array_equal(tp, [True, True])
+    _, tp = match_image(pred, np.array([0.9, 0.8]), gt, box_iobb, 0.5, rule="greedy")
+    np.testing.assert_array_equal(tp, [True, False])
+    # LUNA16: three hits on one lesion (.9, .7 ignored, .6 ignored) and a miss (.8 FP)
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10], [1, 1, 10, 10]], dtype=float)
+    scores, tp = lesion_hits(boxes, np.array([0.9, 0.8, 0.7, 0.6]), np.array([[0.0, 0.0, 10.0, 10.0]]), box_iou, 0.5)
+    np.testing.assert_array_equal(scores, [0.8, 0.9])
+    np.testing.assert_array_equal(tp, [False, True])
+
+
+def test_curves_one_point_per_prediction_and_weighted():
+    scores, tp = np.array([0.9, 0.8, 0.8, 0.3]), np.array([True, False, True, False])
+    # one point per prediction, ties in input order (pycocotools, VOC devkit)
+    p, r, _ = precision_recall(scores, tp, 2, group_ties=False)
+    np.testing.assert_allclose(p, [1.0, 0.5, 2 / 3, 0.5])
+    np.testing.assert_allclose(r, [0.5, 0.5, 1.0, 1.0])
+    # weights (bootstrap): a weight of 2 on the second TP equals listing it twice
+    w = np.array([[1.0, 1.0, 2.0, 1.0]])
+    p2, r2, _ = precision_recall(scores, tp, np.array([3.0]), group_ties=False, weights=w)
+    p3, r3, _ = precision_recall(np.r_[scores, 0.8], np.r_[tp, True], 3, group_ties=False)
+    assert average_precision(p2, r2, "voc")[0] == pytest.approx(average_precision(p3, r3, "voc"))
+    assert average_precision(p2, r2, "coco101")[0] == pytest.approx(average_precision(p3, r3, "coco101"))
