@@ -72,8 +72,9 @@ def adapt_for_scratch(cfg):
         node[leaf] = new
     listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
     logger.warning(
-        f'MODEL.WEIGHTS is "": the ResNet backbone starts from random weights, and with frozen '
-        f"BatchNorm it diverges within a few iterations. Switched to detectron2's from-scratch set-up "
+        f'MODEL.WEIGHTS is "": the ResNet backbone starts from random weights, which its set-up for '
+        f"ImageNet weights cannot train (frozen BatchNorm diverges within a few iterations; frozen stages "
+        f"stay random). Switched to detectron2's from-scratch set-up "
         f"(Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml): {listed}. To train the configured architecture "
         f"instead, set MODEL.WEIGHTS to ImageNet weights (a local copy of "
         f"detectron2://ImageNetPretrained/MSRA/R-50.pkl)."
