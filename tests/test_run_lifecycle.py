@@ -268,3 +268,50 @@ def test_a_new_run_sets_the_previous_one_aside(synthetic_root, tmp_path):
     assert (previous[0] / "model_final.pth").read_bytes() == first
     its = [json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()]
     assert its == [2, 3]  # the earlier 2-iteration run logged iterations 1 and 2
+
+
+def test_training_curves_plot_the_last_of_several_runs_in_one_metrics_file(tmp_path):
+    # Before: iterations 19, 39, 59 of one run, then 19, 39 of a new one, plotted as one curve.
+    from cxr_det.utils.training_curves import load_metrics, metric_series
+
+    path = tmp_path / "metrics.json"
+    lines = [{"iteration": i, "total_loss": 5.0} for i in (19, 39, 59)] + \
+            [{"iteration": i, "total_loss": 1.0} for i in (19, 39)] + [{"iteration": 35, "total_loss": 0.5},
+                                                                         {"iteration": 59, "total_loss": 0.4}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    series = metric_series(load_metrics(str(path)))
+    # The second run was itself resumed at 35: its later line wins at 39's neighbour, no 5.0 left.
+    assert series["total_loss"] == ([19, 35, 39, 59], [1.0, 0.5, 1.0, 0.4])
+
+
+def test_two_identical_short_runs_give_identical_metrics(synthetic_root, tmp_path):
+    """Guard for the README's figures: training on CPU is deterministic, so a figure that a
+    command printed is the figure that command prints again."""
+    results = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        _run(["--config-file", DEMO_CONFIG, *_opts(synthetic_root, out, iters=4)])
+        results.append(json.loads((out / "inference/reflacx_val/metrics.json").read_text())["results"])
+        losses = [json.loads(line).get("total_loss") for line in (out / "metrics.json").read_text().splitlines()]
+        results.append(losses)
+    assert results[0] == results[2] and results[1] == results[3]
+
+
+def test_visualize_json_results_refuses_predictions_of_another_image_frame(tmp_path, monkeypatch):
+    # Before: predictions made on the 256-pixel PNG cache were drawn on the full DICOM, silently.
+    from cxr_det.engine import RunRecord, get_cxr_cfg
+
+    config = ROOT / "configs/VinDr/retinanet_R_50_FPN_14cls.yaml"
+    trained = get_cxr_cfg(str(config), ["CXR.VINDR.IMAGE_CACHE", "png_256"], builds_model=False)
+    run = tmp_path / "run"
+    RunRecord(trained, ["Aortic enlargement"]).save(str(run))
+    results = run / "inference/vindr_val/coco_instances_results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text("[]")
+    spec = importlib.util.spec_from_file_location("vis", ROOT / "tools/visualize_json_results.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, "argv", ["vis", "--input", str(results), "--dataset", "vindr_val", "--output",
+                                      str(tmp_path / "pics"), "--config-file", str(config)])
+    with pytest.raises(SystemExit, match="CXR.VINDR.IMAGE_CACHE 'png_256'"):
+        tool.main()

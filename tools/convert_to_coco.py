@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--output", required=True, help="COCO JSON file to write")
     args = parser.parse_args()
 
-    cfg = get_cxr_cfg(args.config_file or None)
+    cfg = get_cxr_cfg(args.config_file or None, builds_model=False)
     load, options_of = LOADERS[args.dataset]
     options = options_of(cfg)
     if args.classes:

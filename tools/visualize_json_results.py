@@ -2,7 +2,12 @@
 """Draw ground truth and predictions side by side from a COCO-format results file.
 
     tools/visualize_json_results.py --input output/inference/reflacx_val/coco_instances_results.json \
-        --dataset reflacx_val --output output/predictions [--conf-threshold 0.3] [--config-file cfg.yaml]
+        --dataset reflacx_val --output output/predictions [--conf-threshold 0.3] [--run OUTPUT_DIR | --config-file cfg.yaml]
+
+The dataset options (class set, reader mode, VinDr PNG cache) come from the training run:
+``--run``, or the ``run.json`` found above ``--input``; a ``--config-file`` that would read the
+images in another frame than the predictions' (e.g. the full DICOM for predictions made on
+the PNG cache) is refused.
 """
 import argparse
 import json
@@ -19,7 +24,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from cxr_det.data.datasets.builtin import register_from_config
-from cxr_det.engine import get_cxr_cfg
+from cxr_det.engine import RunConfigError, get_cxr_cfg
+from cxr_det.engine.run import check_image_frame, find_run_file, read_run_file
 from cxr_det.utils.visualizer import (
     MIN_LONG_SIDE,
     ground_truth_title,
@@ -37,12 +43,24 @@ def main():
     parser.add_argument("--dataset", required=True, help="registered dataset the results are for")
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--conf-threshold", type=float, default=0.3, help="draw predictions scoring at least this")
+    parser.add_argument("--run", default="", help="training OUTPUT_DIR (or its run.json) the predictions come from")
     parser.add_argument("--config-file", default="", help="config whose CXR.* options were used for training")
     parser.add_argument("--num", type=int, default=0, help="draw at most this many images (0: all)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cxr_cfg(args.config_file or None, args.opts)
+    run_file = args.run or find_run_file(args.input)
+    try:
+        record = read_run_file(run_file) if run_file else None
+        if record is not None and not args.config_file:
+            cfg = record.config()
+            cfg.merge_from_list(args.opts)
+        else:
+            cfg = get_cxr_cfg(args.config_file or None, args.opts, builds_model=False)
+        if record is not None:
+            check_image_frame(cfg, record, args.input)
+    except RunConfigError as e:
+        raise SystemExit(f"visualize_json_results.py: {e}")
     register_from_config(cfg)
     with open(args.input) as f:
         results = json.load(f)
@@ -75,7 +93,10 @@ def main():
                                 title=predictions_title(len(preds), args.conf_threshold))
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         panels = side_by_side(gt.image, pr.image)
-        cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), panels[:, :, ::-1])
+        image_id = record["image_id"]
+        prefix = f"{image_id:05d}" if isinstance(image_id, int) else str(image_id)
+        name = f"{prefix}_{stem}.png" if prefix != stem else f"{stem}.png"
+        cv2.imwrite(os.path.join(args.output, name), panels[:, :, ::-1])
     print(f"wrote {len(records)} image(s) to {args.output} (left: ground truth, right: predictions >= {args.conf_threshold})")
 
 

@@ -40,6 +40,9 @@ __all__ = [
     "read_run_record",
     "inference_config",
     "model_defining_keys",
+    "read_run_file",
+    "find_run_file",
+    "check_image_frame",
     "class_names_of",
     "set_aside_previous_run",
     "truncate_metrics",
@@ -211,6 +214,59 @@ def read_run_record(checkpoint: str) -> Optional[RunRecord]:
     record = RunRecord()
     record.load_state_dict(state)
     return record
+
+
+def read_run_file(path: str) -> RunRecord:
+    """The :class:`RunRecord` of ``path`` (a run folder, its ``run.json``, or a checkpoint).
+
+    Raises:
+        RunConfigError: no record there.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, RUN_FILE)
+    if path.endswith(".pth"):
+        record = read_run_record(path)
+        if record is None:
+            raise RunConfigError(f"{path}: the checkpoint carries no run record")
+        return record
+    if not os.path.isfile(path):
+        raise RunConfigError(f"{path}: no run record ({RUN_FILE} is written by tools/train_net.py into OUTPUT_DIR)")
+    with open(path) as f:
+        state = json.load(f)
+    record = RunRecord()
+    record.load_state_dict(state)
+    return record
+
+
+def find_run_file(path: str, levels: int = 3) -> Optional[str]:
+    """The ``run.json`` in the folder of ``path`` or up to ``levels`` folders above it (the
+    evaluator writes ``OUTPUT_DIR/inference/<dataset>/...``), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for _ in range(levels + 1):
+        candidate = os.path.join(folder, RUN_FILE)
+        if os.path.isfile(candidate):
+            return candidate
+        folder = os.path.dirname(folder)
+    return None
+
+
+def check_image_frame(cfg, record: RunRecord, source: str):
+    """Raise when ``cfg`` reads images in another frame than the run's outputs are in.
+
+    Boxes written by a run (``coco_instances_results.json``) are in the pixels of the images
+    its datasets gave: the VinDr PNG cache (``CXR.VINDR.IMAGE_CACHE``) is a scaled frame.
+
+    Raises:
+        RunConfigError: naming the key and both values, and the fix.
+    """
+    frame = record.state.get("image_frame", {})
+    recorded = frame.get("vindr_image_cache")
+    if recorded is not None and recorded != cfg.CXR.VINDR.IMAGE_CACHE:
+        raise RunConfigError(
+            f"{source} holds boxes in the frame of CXR.VINDR.IMAGE_CACHE {recorded!r} (the run's), but the images "
+            f"would be read with {cfg.CXR.VINDR.IMAGE_CACHE!r}: boxes would be drawn at the wrong scale. "
+            f"Pass --run <OUTPUT_DIR> or CXR.VINDR.IMAGE_CACHE {recorded!r}"
+        )
 
 
 def _opts_keys(opts) -> List[str]:

@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "metric_series", "training_figures", "plot_training_curves"]
+__all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "last_run", "metric_series", "training_figures", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,27 @@ def load_metrics(path: str) -> List[dict]:
                 continue
             if isinstance(record, dict) and "iteration" in record:
                 records.append(record)
-    return records
+    return last_run(records, path)
+
+
+def last_run(records: Sequence[dict], source: str = "metrics.json") -> List[dict]:
+    """The records of the last training run in a ``metrics.json`` that holds several.
+
+    A new run in the same ``OUTPUT_DIR`` (before cxr_det set earlier runs aside) appended
+    its lines after the old ones: a run starts where the iteration falls back to the file's
+    first logged iteration or below. A resumed run only overlaps the tail of the run it
+    continues; its later lines win in :func:`metric_series`. Earlier runs are dropped with
+    a warning.
+    """
+    if not records:
+        return []
+    its = [int(r["iteration"]) for r in records]
+    starts = [i for i in range(1, len(its)) if its[i] < its[i - 1] and its[i] <= its[0]]
+    if not starts:
+        return list(records)
+    logger.warning(f"{source} holds {len(starts) + 1} training runs (the iteration falls back to {its[starts[-1]]} "
+                   f"at record {starts[-1] + 1}); plotting the last one")
+    return list(records[starts[-1]:])
 
 
 def metric_series(records: Sequence[dict]) -> Dict[str, Tuple[List[int], List[float]]]:
