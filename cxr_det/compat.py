@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -264,7 +265,24 @@ def _export_without_caffe2():
     return True
 
 
+# Warnings that detectron2 v0.6's own code triggers on today's torch at every start; they
+# concern detectron2's internals, not what a cxr_det tool does. Matched by message and
+# category only, so the same warning from a user's own code still shows.
+_DETECTRON2_NOISE = (
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # @torch.jit.script functions in detectron2
+    (UserWarning, r"torch\.meshgrid: in an upcoming release"),  # anchor generator's meshgrid call
+)
+
+
+def _quiet_detectron2_warnings():
+    """Silence :data:`_DETECTRON2_NOISE` (applies only when torch emits those warnings)."""
+    for category, message in _DETECTRON2_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    return True
+
+
 _FIXES = (
+    _quiet_detectron2_warnings,
     _pillow_linear,
     _missing_extension,
     _official_coco_eval,

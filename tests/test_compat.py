@@ -174,3 +174,17 @@ def test_export_without_caffe2_still_counts_flops():
     model = torch.nn.Conv2d(1, 2, 3)
     flops = FlopCountAnalysis(model, (torch.zeros(1, 1, 8, 8),))
     assert flops.total() == 2 * 1 * 9 * 6 * 6
+
+
+def test_detectron2_start_up_warnings_are_silenced_but_not_others():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('default'); import cxr_det, cxr_det.modeling; "
+            "from detectron2.modeling.anchor_generator import DefaultAnchorGenerator; import torch; "
+            "torch.meshgrid(torch.arange(2), torch.arange(2)); "
+            "warnings.warn('a user warning of the caller', UserWarning)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "torch.jit.script" not in run.stderr and "torch.meshgrid" not in run.stderr
+    assert "a user warning of the caller" in run.stderr
