@@ -55,6 +55,16 @@ def add_cxr_config(cfg):
     # albumentations transforms applied in training after reading the image, before
     # detectron2's augmentations: a list of {"name": <albumentations class>, <kwarg>: value}.
     _C.CXR.INPUT.ALBUMENTATIONS = []
+    # How pixel values become 8 bits (cxr_det.data.image_io, docs/images.md), for every image
+    # read (training, evaluation, predict.py): "auto" (DICOM VOI LUT / window, else the full
+    # stored range; 8-bit images as stored), "minmax" (full range, ignoring the window) or
+    # "percentile" (window between PERCENTILES of the values; the only rule that clips).
+    _C.CXR.INPUT.SCALING = "auto"
+    # Low and high percentiles (0..100) of the "percentile" rule.
+    _C.CXR.INPUT.PERCENTILES = [0.5, 99.5]
+    # Read DICOMs that lack the preamble / DICM / file meta group (pydicom force=True), with a
+    # note in the log; False rejects them (an error naming the file).
+    _C.CXR.INPUT.ALLOW_NO_FILE_META = True
 
     _C.CXR.MOBILENET = CN()
     # torchvision MobileNetV3 variant: "small" or "large".

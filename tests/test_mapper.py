@@ -101,3 +101,24 @@ def test_missing_image_names_the_file(tmp_path):
     mapper = CXRDatasetMapper(True, augmentations=[], image_format="BGR")
     with pytest.raises(FileNotFoundError, match="gone.png"):
         mapper(record)
+
+
+def test_mapper_reads_pixels_by_the_configured_scaling_rule(tmp_path):
+    """CXR.INPUT.SCALING reaches the training mapper (and so the run's recorded config)."""
+    from cxr_det.config import get_cxr_cfg
+    from cxr_det.data.image_io import read_image
+
+    ramp = np.tile(np.linspace(0, 4095, 200).astype(np.uint16), (160, 1))
+    path = tmp_path / "ramp16.png"
+    cv2.imwrite(str(path), ramp)
+    record = {"file_name": str(path), "height": 160, "width": 200, "image_id": 1}
+    images = {}
+    for rule in ("auto", "percentile"):
+        cfg = get_cxr_cfg(None, ["CXR.INPUT.SCALING", rule, "CXR.INPUT.PERCENTILES", "[10.0, 90.0]",
+                                 "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "200"], builds_model=False)
+        mapper = CXRDatasetMapper(cfg, is_train=False)
+        images[rule] = mapper(record)["image"][0].numpy()
+        expected = read_image(path, cfg.INPUT.FORMAT, scaling=rule, percentiles=(10.0, 90.0))[:, :, 0]
+        assert np.array_equal(images[rule], expected)
+    # The 10..90 percentile window clips both ends; the full-range rule does not.
+    assert (images["percentile"] == 255).mean() > 0.05 and (images["auto"] == 255).mean() < 0.01

@@ -32,7 +32,7 @@ import cxr_det.modeling  # noqa: F401
 
 from detectron2.utils.logger import setup_logger
 
-from cxr_det.data.image_io import read_image
+from cxr_det.data.image_io import read_image, read_options_from_config
 from cxr_det.engine import RunConfigError, inference_config
 from cxr_det.engine.inference import (
     ClinicalInputError,
@@ -115,7 +115,7 @@ def main(argv=None):
     everything, skipped = [], {}
     for image in tqdm(images, desc="predicting"):
         try:
-            pixels = read_image(image.path, cfg.INPUT.FORMAT)
+            pixels = read_image(image.path, cfg.INPUT.FORMAT, **read_options_from_config(cfg))
         except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
             skipped[image.key] = f"{type(e).__name__}: {e}"
             logger.warning(f"{image.path}: skipped ({e})")

@@ -212,3 +212,15 @@ def read_image(
         path, scaling=scaling, percentiles=percentiles, allow_no_file_meta=allow_no_file_meta, notes=notes
     )
     return gray_to_format(gray, image_format)
+
+
+def read_options_from_config(cfg) -> dict:
+    """The keyword options of :func:`read_image` that ``cfg.CXR.INPUT`` sets (``SCALING``,
+    ``PERCENTILES``, ``ALLOW_NO_FILE_META``), so that training, evaluation and prediction of
+    one run read pixels by one rule (the run records them in its config)."""
+    c = cfg.CXR.INPUT
+    return {
+        "scaling": c.SCALING,
+        "percentiles": tuple(float(p) for p in c.PERCENTILES),
+        "allow_no_file_meta": bool(c.ALLOW_NO_FILE_META),
+    }

@@ -12,7 +12,7 @@ from detectron2.structures import BoxMode
 
 from cxr_det.data.albumentations import apply_albumentations, build_albumentations
 from cxr_det.data.clinical.pipeline import clinical_tensors, load_featurizer
-from cxr_det.data.image_io import read_image
+from cxr_det.data.image_io import read_image, read_options_from_config
 
 __all__ = ["CXRDatasetMapper"]
 
@@ -40,6 +40,7 @@ class CXRDatasetMapper:
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
         clinical_featurizer=None,
+        read_options=None,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -49,6 +50,7 @@ class CXRDatasetMapper:
         self.instance_mask_format = instance_mask_format
         self.recompute_boxes = recompute_boxes
         self.clinical_featurizer = clinical_featurizer
+        self.read_options = dict(read_options or {})
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[CXRDatasetMapper] {mode}: augmentations {augmentations}, albumentations {albumentations}"
@@ -68,13 +70,14 @@ class CXRDatasetMapper:
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             "recompute_boxes": cfg.MODEL.MASK_ON and cfg.INPUT.CROP.ENABLED and is_train,
             "clinical_featurizer": load_featurizer(cfg) if cfg.CXR.CLINICAL.ENABLED else None,
+            "read_options": read_options_from_config(cfg),
         }
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         if self.clinical_featurizer is not None:
             dataset_dict["clinical"] = clinical_tensors(self.clinical_featurizer, dataset_dict.get("clinical"))
-        image = read_image(dataset_dict["file_name"], self.image_format)
+        image = read_image(dataset_dict["file_name"], self.image_format, **self.read_options)
         utils.check_image_size(dataset_dict, image)
         annos = dataset_dict.pop("annotations", None)
         if not self.is_train:
