@@ -315,3 +315,16 @@ def test_visualize_json_results_refuses_predictions_of_another_image_frame(tmp_p
                                       str(tmp_path / "pics"), "--config-file", str(config)])
     with pytest.raises(SystemExit, match="CXR.VINDR.IMAGE_CACHE 'png_256'"):
         tool.main()
+
+
+def test_data_tools_do_not_warn_about_the_models_device(synthetic_root, tmp_path):
+    # Before: converting or drawing data with a GPU config warned "MODEL.DEVICE=cuda but CUDA is
+    # not available" although no model is built.
+    config = ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools/convert_to_coco.py"), "--dataset", "reflacx", "--split", "val",
+         "--config-file", str(config), "--output", str(tmp_path / "val.json")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, CXR_DATASETS=str(synthetic_root)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "CUDA" not in run.stdout + run.stderr and "FutureWarning" not in run.stderr
+    assert "VinDr" not in run.stdout + run.stderr
