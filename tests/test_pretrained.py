@@ -77,3 +77,22 @@ def test_analyze_model_counts_without_downloading(offline, monkeypatch, capsys):
                                       "--tasks", "parameter", "--max-depth", "1"])
     module.main()
     assert "backbone" in capsys.readouterr().out
+
+
+def test_train_net_offline_with_model_zoo_weights_names_the_fix(offline, monkeypatch, tmp_path):
+    """The user's path: an R50 config whose MODEL.WEIGHTS is detectron2:// with no network."""
+    from cxr_det.data.synthetic import make_reflacx
+    from cxr_det.engine import Trainer, argument_parser, setup
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "fvcore_cache"))
+    make_reflacx(tmp_path / "data", 12, seed=1, size=128)
+    args = argument_parser().parse_args([
+        "--config-file", str(ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml"),
+        "CXR.DATASET_ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", "cpu",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128", "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.IMS_PER_BATCH", "1"])
+    trainer = Trainer(setup(args))
+    with pytest.raises(RuntimeError) as info:
+        trainer.resume_or_load(resume=False)
+    message = str(info.value)
+    assert "MODEL.WEIGHTS /path/to/R-50.pkl" in message and 'MODEL.WEIGHTS ""' in message

@@ -28,6 +28,8 @@ _CAUSES = (
     ("cls_score", "the class count (MODEL.ROI_HEADS.NUM_CLASSES / MODEL.RETINANET.NUM_CLASSES, the dataset's CLASSES)"),
     ("bbox_pred", "the class count or MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG"),
     ("mask_head", "MODEL.MASK_ON or the class count"),
+    ("norm", "the normalisation layers (MODEL.RESNETS.NORM, MODEL.FPN.NORM; a run trained without pretrained "
+              "weights switched them to GN)"),
     ("backbone", "the backbone (MODEL.BACKBONE.NAME, MODEL.RESNETS.*, CXR.MOBILENET.*, MODEL.FPN.*)"),
 )
 

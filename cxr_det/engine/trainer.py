@@ -20,6 +20,7 @@ from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
 from cxr_det.engine.interrupt import GracefulInterrupt, ResumableTensorboardWriter, TrainingInterrupted
 from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord, truncate_metrics
 from cxr_det.evaluation import CXRDetectionEvaluator
+from cxr_det.modeling.pretrained import explain_download_error, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,12 @@ class Trainer(DefaultTrainer):
             logger.warning(f"--resume: no checkpoint in {self.cfg.OUTPUT_DIR} (no last_checkpoint file); "
                            f"starting at iteration 0 from MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS or '(none)'}")
         self.checkpointer.allow_pretrained_partial = True
-        super().resume_or_load(resume=False)
+        try:
+            super().resume_or_load(resume=False)
+        except Exception as e:  # noqa: BLE001 - a failed download gets the fixes; others pass through
+            if is_remote(self.cfg.MODEL.WEIGHTS):
+                raise explain_download_error(e, self.cfg) from e
+            raise
 
     def train(self):
         try:
