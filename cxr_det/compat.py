@@ -275,10 +275,14 @@ _DETECTRON2_NOISE = (
 
 
 def _quiet_detectron2_warnings():
-    """Silence :data:`_DETECTRON2_NOISE` (applies only when torch emits those warnings)."""
+    """Silence :data:`_DETECTRON2_NOISE`; False when every filter is already in place."""
+    present = {(f[1].pattern if f[1] else "", f[2]) for f in warnings.filters if f[0] == "ignore"}
+    added = False
     for category, message in _DETECTRON2_NOISE:
-        warnings.filterwarnings("ignore", message=message, category=category)
-    return True
+        if (message, category) not in present:
+            warnings.filterwarnings("ignore", message=message, category=category)
+            added = True
+    return added
 
 
 _FIXES = (

@@ -197,7 +197,7 @@ def test_sigint_saves_a_checkpoint_and_resume_continues_there(synthetic_root, tm
     assert "--resume" in log and "checkpoint saved to" in log
     tag = (out / "last_checkpoint").read_text().strip()
     saved_at = int(tag.split("_")[1].split(".")[0])
-    assert (out / tag).is_file() and saved_at > 0
+    assert (out / tag).is_file() and saved_at >= 0
 
     from cxr_det.engine import Trainer, setup
 
