@@ -109,10 +109,12 @@ def test_misspelled_clinical_columns_are_reported_and_strict_refuses(clinical_ru
                    + "".join(f"patient0000{i}/study1/view1_frontal.jpg,60,F,99,80\n" for i in (1, 2, 3)))
     out = tmp_path / "out"
     _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", out, "--clinical", csv])
-    problems = json.loads((out / "summary.json").read_text())["clinical_problems"]
-    assert len(problems) == 3
-    text = " ".join(problems["patient00001/study1/view1_frontal.jpg"])
-    assert "unknown field 'Age' (did you mean 'age'?)" in text and "'heart_rate'" in text and "missing: age" in text
+    summary = json.loads((out / "summary.json").read_text())
+    # Column problems are reported once for the file, value problems per image.
+    fields = " ".join(summary["clinical_file_problems"])
+    assert "unknown field 'Age' (did you mean 'age'?)" in fields and "'heart_rate'" in fields
+    assert len(summary["clinical_problems"]) == 3
+    assert "missing: age" in " ".join(summary["clinical_problems"]["patient00001/study1/view1_frontal.jpg"])
     with pytest.raises(SystemExit, match="--strict"):
         _predict(["--run", clinical_run, "--input", chexpert_layout, "--output", tmp_path / "o2", "--clinical", csv,
                   "--strict"])
@@ -179,3 +181,22 @@ def test_predict_without_weights_refuses(tmp_path, chexpert_layout):
     # Before: an image-only config without MODEL.WEIGHTS ran a random model without a word.
     with pytest.raises(SystemExit, match="no trained weights"):
         _predict(["--config-file", DEMO_CONFIG, "--input", chexpert_layout, "--output", tmp_path / "o"])
+
+
+def test_inputs_differing_only_in_suffix_keep_their_own_outputs_and_json_is_strict(clinical_run, chexpert_layout,
+                                                                                    tmp_path):
+    import cv2
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    jpg = chexpert_layout / "patient00001/study1/view1_frontal.jpg"
+    shutil.copy(jpg, folder / "x.jpg")
+    cv2.imwrite(str(folder / "x.png"), cv2.imread(str(jpg)))
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("file_name,age,gender\nx.jpg,,F\nx.png,50,\n")  # blank cells
+    out = tmp_path / "out"
+    _predict(["--run", clinical_run, "--input", folder, "--output", out, "--clinical", csv])
+    assert (out / "x.jpg.json").is_file() and (out / "x.png.json").is_file()
+    text = (out / "x.jpg.json").read_text()
+    assert "NaN" not in text  # strict JSON: blank values are null
+    assert json.loads(text)["clinical"]["raw"]["age"] is None

@@ -194,7 +194,15 @@ def test_sigint_saves_a_checkpoint_and_resume_continues_there(synthetic_root, tm
     log = "".join(lines) + rest
     assert proc.returncode == 130, log[-3000:]
     assert "Traceback" not in log
-    assert "--resume" in log and "checkpoint saved to" in log
+    assert "checkpoint saved to" in log
+    # The printed command resumes as printed: --resume before the KEY VALUE overrides.
+    command = log.split("Resume with:")[1].strip().splitlines()[0]
+    import shlex
+
+    words = shlex.split(command)
+    assert words[0] == sys.executable and words[1].endswith("train_net.py")
+    parsed = argument_parser().parse_args(words[2:])
+    assert parsed.resume and parsed.opts == [str(a) for a in argv[4:]]
     tag = (out / "last_checkpoint").read_text().strip()
     saved_at = int(tag.split("_")[1].split(".")[0])
     assert (out / tag).is_file() and saved_at >= 0
@@ -328,3 +336,17 @@ def test_data_tools_do_not_warn_about_the_models_device(synthetic_root, tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     assert "CUDA" not in run.stdout + run.stderr and "FutureWarning" not in run.stderr
     assert "VinDr" not in run.stdout + run.stderr
+
+
+def test_eval_only_finds_the_runs_dataset_root_without_the_environment(synthetic_root, tmp_path, monkeypatch):
+    # Before: --eval-only --run failed on reflacx_train without CXR_DATASETS, although the run
+    # had recorded where its data was and evaluation does not read the training split.
+    monkeypatch.setenv("CXR_DATASETS", str(synthetic_root))
+    out = tmp_path / "run"
+    opts = [o for o in _opts(synthetic_root, out, iters=2)]
+    del opts[0:2]  # no CXR.DATASET_ROOT: the root comes from the environment
+    _run(["--config-file", DEMO_CONFIG, *opts])
+    assert json.loads((out / "run.json").read_text())["dataset_root"] == str(Path(synthetic_root).resolve())
+    monkeypatch.delenv("CXR_DATASETS")
+    results = _run(["--eval-only", "--run", out])
+    assert "bbox" in results

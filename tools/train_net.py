@@ -19,7 +19,16 @@ from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from cxr_det.engine import CXRCheckpointer, Trainer, TrainingInterrupted, argument_parser, setup
+from cxr_det.engine import (
+    CheckpointMismatchError,
+    CXRCheckpointer,
+    DatasetCheckError,
+    RunConfigError,
+    Trainer,
+    TrainingInterrupted,
+    argument_parser,
+    setup,
+)
 
 
 def main(args):
@@ -43,11 +52,14 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (DatasetCheckError, RunConfigError, CheckpointMismatchError) as e:
+        sys.exit(f"train_net.py: {e}")

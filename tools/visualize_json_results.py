@@ -46,6 +46,7 @@ def main():
     parser.add_argument("--run", default="", help="training OUTPUT_DIR (or its run.json) the predictions come from")
     parser.add_argument("--config-file", default="", help="config whose CXR.* options were used for training")
     parser.add_argument("--num", type=int, default=0, help="draw at most this many images (0: all)")
+    parser.add_argument("--max-drawn", type=int, default=20, help="predicted boxes drawn per image at most, best first")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -83,14 +84,16 @@ def main():
     os.makedirs(args.output, exist_ok=True)
     for record in tqdm(records, desc="drawing"):
         image = load_rgb(record["file_name"])
-        preds = by_image.get(record["image_id"], [])
+        above = sorted(by_image.get(record["image_id"], []), key=lambda p: -p["score"])
+        preds = above[: max(args.max_drawn, 0)]
         boxes = [BoxMode.convert(p["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for p in preds]
         n_gt = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
         gt = render_ground_truth(image, record, class_names, show_readers=False, min_long_side=MIN_LONG_SIDE,
                                  title=ground_truth_title(n_gt))
         pr = render_predictions(image, np.asarray(boxes), [p["score"] for p in preds], [p["category_id"] for p in preds],
                                 class_names, min_long_side=MIN_LONG_SIDE,
-                                title=predictions_title(len(preds), args.conf_threshold))
+                                title=predictions_title(len(above), args.conf_threshold)
+                                + (f", best {len(preds)} drawn" if len(preds) < len(above) else ""))
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         panels = side_by_side(gt.image, pr.image)
         image_id = record["image_id"]

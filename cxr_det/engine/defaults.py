@@ -83,6 +83,10 @@ def setup(args):
             f"OUTPUT_DIR {cfg.OUTPUT_DIR} held an earlier run; its files were moved to {moved} "
             "(use --resume to continue a run instead)"
         )
+    if not args.eval_only and cfg.SOLVER.WARMUP_ITERS >= cfg.SOLVER.MAX_ITER > 0:
+        logging.getLogger(__name__).warning(
+            f"SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS} >= SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: the learning "
+            f"rate never reaches SOLVER.BASE_LR {cfg.SOLVER.BASE_LR}")
     register_from_config(cfg)
     check_datasets(cfg, training=not args.eval_only)
     check_num_classes(cfg)
@@ -112,7 +116,8 @@ def _root_hint(cfg) -> str:
 def check_datasets(cfg, training: bool = True):
     """Check ``DATASETS.TRAIN`` and ``DATASETS.TEST`` before any model is built.
 
-    - every name is registered (unknown names list this project's datasets);
+    - every name is registered (unknown names list this project's datasets); evaluation
+      (``training`` False) needs only ``DATASETS.TEST``;
     - cxr_det datasets have their dataset root (``CXR.DATASET_ROOT`` / ``$CXR_DATASETS`` /
       ``./datasets``) and the dataset's folder in it;
     - every test set loads and has labels (ground-truth annotations) to evaluate against.
@@ -120,7 +125,7 @@ def check_datasets(cfg, training: bool = True):
     Raises:
         DatasetCheckError: naming the dataset, the root and what it must contain.
     """
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    names = (list(cfg.DATASETS.TRAIN) if training else []) + list(cfg.DATASETS.TEST)
     ours = cxr_dataset_names()
     registered = set(DatasetCatalog.list())
     for name in names:

@@ -39,6 +39,8 @@ __all__ = [
     "load_clinical_inputs",
     "match_clinical",
     "check_clinical_record",
+    "unknown_clinical_fields",
+    "output_stems",
     "dicom_clinical_record",
     "describe_inputs",
     "prediction_record",
@@ -167,25 +169,33 @@ def match_clinical(images: Sequence[InputImage], table: Dict[str, dict], single:
     return out, unmatched
 
 
-def check_clinical_record(record: Optional[dict], featurizer) -> List[str]:
+def unknown_clinical_fields(fields, featurizer) -> List[str]:
+    """Messages for field names (CSV columns, JSON keys) that are not the model's features,
+    each with the closest feature name when there is one (``Age`` -> ``age``)."""
+    known = list(featurizer.numeric) + list(featurizer.categorical)
+    problems = []
+    for field in fields:
+        if field in known or field in KEY_COLUMNS:
+            continue
+        close = difflib.get_close_matches(str(field).lower(), known, n=1, cutoff=0.5)
+        problems.append(f"unknown field {field!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return problems
+
+
+def check_clinical_record(record: Optional[dict], featurizer, *, fields: bool = True) -> List[str]:
     """Problems with one raw clinical record for a model's features, as readable messages.
 
-    Unknown fields (with the closest known name), features absent (imputed with the training
-    mean / unknown category), numbers that do not parse, values outside the plausible range
-    (set missing), categories outside the training vocabulary (unknown index). ``record``
-    None gives one message (no record: every feature imputed).
+    Unknown fields (with the closest known name; ``fields=False`` leaves them out, for a
+    table whose columns were checked once by :func:`unknown_clinical_fields`), features
+    absent (imputed with the training mean / unknown category), numbers that do not parse,
+    values outside the plausible range (set missing), categories outside the training
+    vocabulary (unknown index). ``record`` None gives one message (every feature imputed).
     """
     numeric, categorical = list(featurizer.numeric), list(featurizer.categorical)
     known = numeric + categorical
     if record is None:
-        return [f"no clinical record: all of {', '.join(known)} imputed"]
-    problems = []
-    for field in record:
-        if field in known or field in KEY_COLUMNS:
-            continue
-        close = difflib.get_close_matches(field.lower(), known, n=1, cutoff=0.5)
-        problems.append(f"unknown field {field!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                        + f"; fields: {', '.join(known)}")
+        return ["no clinical record: every feature imputed"]
+    problems = unknown_clinical_fields(record, featurizer) if fields else []
     absent = [f for f in known if _is_blank(record.get(f))]
     if absent:
         problems.append(f"missing: {', '.join(absent)} (imputed)")
@@ -293,13 +303,29 @@ def prediction_record(key: str, instances, class_names: Sequence[str], height: i
     if featurizer is not None:
         values, categories = featurizer.clean(clinical_raw)
         used = {n: (None if math.isnan(v) else round(float(v), 3)) for n, v in zip(featurizer.numeric, values)}
-        used.update(dict(zip(featurizer.categorical, categories)))
-        result["clinical"] = {"raw": clinical_raw, "used": used, "problems": list(clinical_problems)}
+        for name, category in zip(featurizer.categorical, categories):
+            known = featurizer.vocab is None or category in featurizer.vocab[name]
+            used[name] = category if known else None
+        raw = None if clinical_raw is None else {k: (None if _is_blank(v) else v) for k, v in clinical_raw.items()}
+        result["clinical"] = {"raw": raw, "used": used, "problems": list(clinical_problems)}
     return result
 
 
-def output_stem(output_dir: str, key: str) -> str:
-    """``output_dir/<key without its suffix>``, its folders created (outputs mirror the input tree)."""
-    stem = os.path.join(output_dir, *PurePosixPath(key).with_suffix("").parts)
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    return stem
+def output_stems(output_dir: str, keys: Sequence[str]) -> Dict[str, str]:
+    """``{key: output_dir/<key without its suffix>}``: outputs mirror the input tree.
+
+    Two inputs that differ only in their suffix (``a/x.jpg``, ``a/x.png``) keep it
+    (``a/x.jpg``, ``a/x.png`` + ``.json``) so neither output overwrites the other. Folders
+    are created.
+    """
+    plain = {k: PurePosixPath(k).with_suffix("").as_posix() for k in keys}
+    counts: Dict[str, int] = {}
+    for stem in plain.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    out = {}
+    for key in keys:
+        stem = plain[key] if counts[plain[key]] == 1 else key
+        path = os.path.join(output_dir, *PurePosixPath(stem).parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        out[key] = path
+    return out

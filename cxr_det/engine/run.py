@@ -30,6 +30,7 @@ from detectron2.config import CfgNode
 
 import cxr_det
 from cxr_det.config import adapt_to_device, get_cxr_cfg
+from cxr_det.data.datasets.common import DATASET_ROOT_ENV, dataset_root
 
 __all__ = [
     "RUN_RECORD_KEY",
@@ -58,7 +59,7 @@ CHECKPOINT_PREFERENCE = ("model_best.pth", "model_final.pth")
 # Files of a training run in OUTPUT_DIR (set aside together when a new run starts there).
 RUN_FILE_PATTERNS = (
     "model_*.pth", "model_*.json", "last_checkpoint", "metrics.json", "events.out.tfevents.*",
-    "clinical_stats.json", RUN_FILE, "config.yaml", "config_eval.yaml", "training_*.png", "inference",
+    "clinical_stats.json", RUN_FILE, "config.yaml", "training_*.png", "inference", "log.txt",
 )
 
 
@@ -120,7 +121,8 @@ class RunRecord:
     str, index = category id), ``clinical`` (``enabled``, ``source``, ``numeric``,
     ``categorical``, ``categorical_sizes``), ``image_frame`` (``vindr_image_cache``: the PNG
     cache folder boxes of VinDr datasets are expressed in, "" = the DICOM grid;
-    ``reflacx_image_source``), ``datasets`` (train / test names), ``cxr_det_version``.
+    ``reflacx_image_source``), ``datasets`` (train / test names), ``dataset_root`` (the
+    resolved root the run read its datasets from), ``cxr_det_version``.
     """
 
     def __init__(self, cfg=None, class_names: Sequence[str] = ()):
@@ -143,6 +145,7 @@ class RunRecord:
                     "reflacx_image_source": cfg.CXR.REFLACX.IMAGE_SOURCE,
                 },
                 "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
+                "dataset_root": str(dataset_root(cfg.CXR.DATASET_ROOT or None).resolve()),
             }
 
     def state_dict(self) -> dict:
@@ -301,6 +304,7 @@ def inference_config(run: str = "", config_file: str = "", opts: Sequence[str] =
     user_keys = _opts_keys(opts)
     if run:
         checkpoint = find_checkpoint(run)
+        logger.info(f"model weights: {checkpoint}")
     else:
         checkpoint = get_cxr_cfg(config_file or None, opts, builds_model=False).MODEL.WEIGHTS
     if not checkpoint:
@@ -349,6 +353,11 @@ def inference_config(run: str = "", config_file: str = "", opts: Sequence[str] =
             + "; ".join(clashes) + ". Its weights cannot load into that model; drop the override(s)."
         )
     cfg.merge_from_list(loading)
+    recorded_root = record.state.get("dataset_root")
+    if (not cfg.CXR.DATASET_ROOT and not os.environ.get(DATASET_ROOT_ENV) and recorded_root
+            and os.path.isdir(recorded_root)):
+        cfg.CXR.DATASET_ROOT = recorded_root
+        logger.info(f"dataset root: {recorded_root} (the run's; set {DATASET_ROOT_ENV} or CXR.DATASET_ROOT to change it)")
     return adapt_to_device(cfg)
 
 
@@ -396,14 +405,14 @@ def set_aside_previous_run(output_dir: str) -> Optional[str]:
     """Move an earlier run's files out of the way before a new run (not ``--resume``) starts.
 
     Checkpoints, ``last_checkpoint``, ``metrics.json``, TensorBoard events, inference
-    outputs, records and curves move to ``output_dir/previous_runs/<YYYYmmdd-HHMMSS>/``, so
-    the new run's metrics, ``model_final.pth`` and ``--resume`` never mix with the old one's.
-    ``log.txt`` stays (it is appended to, and each run starts with its command line).
+    outputs, records, curves and ``log.txt`` move to ``output_dir/previous_runs/<YYYYmmdd-HHMMSS>/``
+    (call it before the logger opens ``log.txt``), so the new run's log, metrics,
+    ``model_final.pth`` and ``--resume`` never mix with the old one's.
 
     Returns:
         the folder the files went to, or None when there was nothing to move.
     """
-    names = [n for n in _run_files(output_dir) if n != "log.txt"]
+    names = _run_files(output_dir)
     if not names:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")

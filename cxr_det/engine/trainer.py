@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer
+from cxr_det.data.datasets.common import DATASET_ROOT_ENV
 from cxr_det.data.mapper import CXRDatasetMapper
 from cxr_det.engine.checkpoint import CXRCheckpointer
 from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
@@ -132,9 +133,7 @@ class Trainer(DefaultTrainer):
                 verify_results(self.cfg, self._last_eval_results)
             return getattr(self, "_last_eval_results", None)
         except TrainingInterrupted as stop:
-            argv = [a for a in sys.argv if a != "--resume"]
-            command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + argv + ["--resume"])
-            logger.warning(f"{stop}. Resume with:\n  {command}")
+            logger.warning(f"{stop}. Resume with:\n  {resume_command(sys.argv)}")
             raise
         finally:
             self._interrupt.uninstall()
@@ -146,3 +145,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))
+
+
+def resume_command(argv) -> str:
+    """The shell command that resumes the run started by ``argv`` (``sys.argv``): the same
+    interpreter, script, flags and overrides, ``--resume`` among the flags (before the
+    ``KEY VALUE`` overrides, which detectron2's parser takes as the remainder), and the
+    dataset root variable when it is set."""
+    script, rest = argv[0], [a for a in argv[1:] if a != "--resume"]
+    env = f"{DATASET_ROOT_ENV}={shlex.quote(os.environ[DATASET_ROOT_ENV])} " if os.environ.get(DATASET_ROOT_ENV) else ""
+    words = [sys.executable, script, "--resume"] + rest
+    return env + " ".join(shlex.quote(w) for w in words)
