@@ -2,7 +2,6 @@
 import contextlib
 import copy
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -26,6 +25,7 @@ from cxr_det.evaluation.cxr_evaluator import CXRDetectionEvaluator, add_cxr_eval
 from cxr_det.evaluation.image_level import image_level_metrics, roc_auc
 from cxr_det.evaluation.matching import ImageBoxes
 from cxr_det.evaluation.protocols import froc_metrics, iobb_metrics, vinbigdata_metrics, with_no_finding
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["A", "B", "C"]
@@ -365,10 +365,7 @@ def _records_for(images):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("cxr_evaluate_tool", ROOT / "tools" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("evaluate")
 
 
 def _assert_results_equal(a, b):

@@ -2,7 +2,6 @@
 tools/evaluate.py that broke it (section 3): string image ids, bad ground-truth boxes,
 unknown images and categories."""
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -28,16 +27,14 @@ from cxr_det.evaluation.matching import ImageBoxes
 from cxr_det.evaluation.protocols import froc_metrics, vinbigdata_metrics
 
 from test_eval_references import vindr_like
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["A", "B", "C"]
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("cxr_evaluate_tool_bootstrap", ROOT / "tools" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("evaluate")
 
 
 def _records_and_predictions(images):

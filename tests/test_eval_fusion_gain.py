@@ -1,6 +1,5 @@
 """tools/benchmark_fusion.py states the clinical gain with a paired-bootstrap interval,
 from the two runs' saved evaluator files (issue 10, section 5)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,14 @@ import numpy as np
 import pytest
 
 from cxr_det.evaluation.coco_protocol import coco_metrics
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CATS = [{"id": 0, "name": "Atelectasis"}, {"id": 1, "name": "Consolidation"}, {"id": 2, "name": "Pulmonary edema"}]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("benchmark_fusion_gain", ROOT / "tools" / "benchmark_fusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_fusion")
 
 
 def _runs(tmp_path):

@@ -12,6 +12,7 @@ import cxr_det  # noqa: F401
 from cxr_det.data.datasets.common import DatasetFormatError
 from cxr_det.data.image_io import ImageReadError, read_gray, read_image
 from cxr_det.data.synthetic.dicom_writer import write_dicom
+from helpers import load_tool
 
 RAMP12 = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # every 12-bit value once
 
@@ -143,14 +144,7 @@ def test_formats_and_errors(tmp_path):
 
 
 def _prepare_vindr_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "prepare_vindr.py"
-    spec = importlib.util.spec_from_file_location("prepare_vindr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("prepare_vindr")
 
 
 def test_png_cache_counts_images_converted_with_warnings(tmp_path, caplog):

@@ -1,7 +1,6 @@
 """tools/predict.py on real-world folders (issue 9 item 6, issue 10 section 3): inputs keyed by
 relative path, clinical inputs validated, unreadable files skipped, DICOM header values used,
 masks in the JSON."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,21 +11,16 @@ import torch
 
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
+from helpers import SMALL_TRAIN_OPTS, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
-SMALL = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.MAX_ITER", "3",
-         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
-         "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "TEST.CXR_EVAL.PLOTS", "False",
-         "CXR.TRAIN.PLOT_CURVES", "False", "DATASETS.TEST", "()"]
+SMALL = [*SMALL_TRAIN_OPTS, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()"]
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"tools/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name)
 
 
 def _train(config, root, out, extra=()):

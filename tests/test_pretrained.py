@@ -1,7 +1,6 @@
 """Offline: a failed download of pretrained weights names the fix, and counting a model's
 FLOPs downloads nothing. Downloads are made to fail by an unreachable proxy and an empty
 torch hub cache, so these tests behave the same with or without network access."""
-import importlib.util
 import sys
 import urllib.error
 from pathlib import Path
@@ -14,6 +13,7 @@ from detectron2.modeling import build_model
 
 from cxr_det.engine import get_cxr_cfg
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILENET_CONFIG = ROOT / "configs/REFLACX/faster_rcnn_MNv3_FPN.yaml"  # CXR.MOBILENET.PRETRAINED True
@@ -70,9 +70,7 @@ def test_is_remote(path, remote):
 
 
 def test_analyze_model_counts_without_downloading(offline, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("analyze_model", ROOT / "tools/analyze_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("analyze_model")
     monkeypatch.setattr(sys, "argv", ["analyze_model.py", "--config-file", str(MOBILENET_CONFIG),
                                       "--tasks", "parameter", "--max-depth", "1"])
     module.main()

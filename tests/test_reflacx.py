@@ -21,6 +21,7 @@ from cxr_det.data.datasets.labels import (
 )
 from cxr_det.data.datasets.reflacx import load_reflacx, register_reflacx
 from cxr_det.data.ellipse import polygon_area, polygon_bbox
+from helpers import load_tool
 
 LOGGER = "cxr_det.data.datasets.reflacx"
 META_COLUMNS = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id",
@@ -414,15 +415,10 @@ def test_gzipped_metadata_and_ellipse_files_are_read(root, tmp_path):
 def test_coco_export_keeps_certainty_and_tabulates_it(root, tmp_path, monkeypatch, capsys):
     """tools/convert_to_coco.py: each COCO annotation keeps its certainty and readers (before:
     detectron2's converter dropped both); the summary has one row per certainty."""
-    import importlib.util
     import json
     import sys
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "convert_to_coco", Path(__file__).resolve().parents[1] / "tools" / "convert_to_coco.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert_to_coco")
     out = tmp_path / "reflacx.json"
     monkeypatch.setattr(sys, "argv", ["convert_to_coco.py", "--dataset", "reflacx", "--root", str(root),
                                       "--split", "all", "--output", str(out)])

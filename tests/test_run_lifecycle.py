@@ -1,7 +1,6 @@
 """A trained run describes itself; loading is strict; mistakes stop before training;
 interrupted runs save and resume cleanly (issue 9). Each test walks the user's path through
 tools/train_net.py on synthetic REFLACX."""
-import importlib.util
 import json
 import os
 import signal
@@ -23,28 +22,16 @@ from cxr_det.engine import (
     inference_config,
 )
 from cxr_det.engine.run import truncate_metrics
+from helpers import SMALL_TRAIN_OPTS, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
-SMALL = [
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "1",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)",
-    "INPUT.MAX_SIZE_TRAIN", "160",
-    "INPUT.MIN_SIZE_TEST", "128",
-    "INPUT.MAX_SIZE_TEST", "160",
-    "DATALOADER.NUM_WORKERS", "0",
-    "TEST.CXR_EVAL.PLOTS", "False",
-    "CXR.TRAIN.PLOT_CURVES", "False",
-]
+SMALL = SMALL_TRAIN_OPTS
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools/train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_net")
 
 
 def _run(argv):
@@ -316,9 +303,7 @@ def test_visualize_json_results_refuses_predictions_of_another_image_frame(tmp_p
     results = run / "inference/vindr_val/coco_instances_results.json"
     results.parent.mkdir(parents=True)
     results.write_text("[]")
-    spec = importlib.util.spec_from_file_location("vis", ROOT / "tools/visualize_json_results.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("visualize_json_results")
     monkeypatch.setattr(sys, "argv", ["vis", "--input", str(results), "--dataset", "vindr_val", "--output",
                                       str(tmp_path / "pics"), "--config-file", str(config)])
     with pytest.raises(SystemExit, match="CXR.VINDR.IMAGE_CACHE 'png_256'"):

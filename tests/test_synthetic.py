@@ -1,7 +1,6 @@
 """Synthetic dataset generator: real on-disk layouts, determinism, look-alike signal, dirt."""
 import gzip
 import hashlib
-import importlib.util
 import re
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from cxr_det.data.datasets.labels import (
 )
 from cxr_det.data.synthetic import make_reflacx, make_vindr, render
 from cxr_det.data.synthetic.dicom_writer import encode_display, write_dicom
+from helpers import load_tool
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -133,10 +133,7 @@ def test_reflacx_mimic_tables_gzipped_by_default_with_unzipped_option(reflacx, t
 
 
 def _make_synthetic_tool():
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "tools/make_synthetic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool("make_synthetic")
 
 
 def test_make_synthetic_cli_unzipped_tables(tmp_path):
@@ -501,9 +498,7 @@ def test_dicom_writer_round_trip(tmp_path):
 
 
 def test_tool_runs_and_prints_summary(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "tools/make_synthetic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_synthetic")
     assert tool.main(["--format", "vindr", "--layout", "kaggle", "--out", str(tmp_path), "--images", "5", "--seed", "0", "--size", "96"]) == 0
     out = capsys.readouterr().out
     assert "files written: 6" in out and "images per split" in out and "annotations per class" in out

@@ -1,5 +1,4 @@
 """Command-line tools on synthetic data: COCO export, drawings, prediction on a DICOM."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,16 +12,14 @@ import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 from cxr_det.data.datasets.builtin import register_all_defaults
 from cxr_det.data.synthetic import make_reflacx
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name)
 
 
 def _run(name, argv, monkeypatch):

@@ -1,6 +1,5 @@
 """End to end through tools/train_net.py on synthetic REFLACX: train a few iterations,
 evaluate, then --eval-only from the saved checkpoint gives the same metrics."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import pytest
 
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
@@ -15,10 +15,7 @@ CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_cl
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools/train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_net")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Training control on a tiny model with scripted evaluation metrics: best checkpoint, early
 stopping, plateau learning rate, validation loss, and the training curves."""
 import copy
-import importlib.util
 import json
 import math
 import weakref
@@ -31,6 +30,7 @@ from cxr_det.engine.hooks import (
     add_training_control_hooks,
 )
 from cxr_det.utils.training_curves import metric_series, plot_training_curves
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,9 +287,7 @@ def test_training_curves_from_handwritten_metrics(tmp_path):
 
 
 def test_plot_tool(tmp_path):
-    spec = importlib.util.spec_from_file_location("plot_training_curves", ROOT / "tools/plot_training_curves.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("plot_training_curves")
     path = _write_metrics(tmp_path / "metrics.json")
     assert tool.main(["--metrics", path, "--output", str(tmp_path / "out"), "--metric", "froc/*"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -1,7 +1,6 @@
 """VinDr-CXR registrar (PhysioNet and Kaggle layouts, reader modes, bad input) and PNG cache."""
 import csv
 import hashlib
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cxr_det.data.datasets.vindr import build_png_cache, is_val_image, load_vind
 from cxr_det.data.synthetic.dicom_writer import write_dicom
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+from helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -310,9 +310,7 @@ def test_png_cache_then_load(physionet, caplog):
 
 
 def test_prepare_vindr_cli(physionet):
-    spec = importlib.util.spec_from_file_location("prepare_vindr", REPO / "tools" / "prepare_vindr.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("prepare_vindr")
     assert tool.main(["--root", str(physionet), "--max-size", "200", "--splits", "test", "--workers", "2"]) == 0
     out = physionet / "vindr-cxr" / "png_200"
     assert sorted(p.name for p in (out / "test").iterdir()) == sorted([f"{T1}.png", f"{T2}.png"])

@@ -36,7 +36,6 @@ from detectron2.utils.logger import setup_logger
 from cxr_det.data.image_io import read_image, read_options_from_config
 from cxr_det.engine import RunConfigError, inference_config
 from cxr_det.engine.inference import (
-    ClinicalInputError,
     check_clinical_record,
     describe_inputs,
     dicom_clinical_record,

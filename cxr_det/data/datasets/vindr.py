@@ -46,7 +46,7 @@ from cxr_det.data.datasets.labels import (
     VINDR_NO_FINDING,
     VINDR_NO_FINDING_ID,
 )
-from cxr_det.data.dicom import DicomReadError, dicom_size, read_dicom
+from cxr_det.data.dicom import DicomReadError, dicom_size
 from cxr_det.data.image_io import DEFAULT_PERCENTILES, SCALINGS, read_gray
 
 __all__ = [

@@ -1,0 +1,27 @@
+"""Shared by the tests: load a command-line tool of tools/ as a module (they are scripts, not
+a package), and the small-model training overrides the end-to-end tests use."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny images, 2-image batches, no data-loader workers, no plots: a few seconds per run on CPU.
+SMALL_TRAIN_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.WARMUP_ITERS", "1",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)",
+    "INPUT.MAX_SIZE_TRAIN", "160",
+    "INPUT.MIN_SIZE_TEST", "128",
+    "INPUT.MAX_SIZE_TEST", "160",
+    "DATALOADER.NUM_WORKERS", "0",
+    "TEST.CXR_EVAL.PLOTS", "False",
+    "CXR.TRAIN.PLOT_CURVES", "False",
+]
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a fresh module (its ``main`` is then callable)."""
+    spec = importlib.util.spec_from_file_location(f"cxr_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
