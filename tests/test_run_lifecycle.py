@@ -335,3 +335,25 @@ def test_eval_only_finds_the_runs_dataset_root_without_the_environment(synthetic
     monkeypatch.delenv("CXR_DATASETS")
     results = _run(["--eval-only", "--run", out])
     assert "bbox" in results
+
+
+def test_sigterm_from_a_cluster_saves_and_exits_143_with_data_loader_workers(synthetic_root, tmp_path):
+    """What a pre-empting scheduler sends; the data loader's worker processes (2 here) must
+    not die mid-batch and take the main process down with them."""
+    out = tmp_path / "preempted"
+    opts = _opts(synthetic_root, out, iters=2000, extra=["TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "2"])
+    argv = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", str(DEMO_CONFIG), *opts]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Starting training from iteration" in line:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert proc.returncode == 143, log[-3000:]
+    assert "SIGTERM received" in log and "checkpoint saved to" in log and "Traceback" not in log
+    assert (out / (out / "last_checkpoint").read_text().strip()).is_file()
