@@ -32,7 +32,11 @@ setup(
         "matplotlib",
         "tqdm",
         "tabulate",
+        # the inference web service (cxr_det.serve, tools/serve.py)
+        "fastapi",
+        "uvicorn",
+        "python-multipart",
     ],
     # map-boxes, scikit-learn, monai: the reference scorers the evaluation tests compare against.
-    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "scikit-learn", "monai"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "scikit-learn", "monai", "httpx"]},
 )
