@@ -176,3 +176,87 @@ def test_png_cache_counts_images_converted_with_warnings(tmp_path, caplog):
         assert tool.main(["--root", str(tmp_path), "--max-size", "64", "--splits", "train"]) == 0
     assert "2 converted with warnings [decoder_fallback: 1, no_file_meta: 1]" in caplog.text
     assert (tmp_path / "vindr-cxr" / "png_64" / "train" / "good.png").is_file()
+
+
+# --------------------------------------------------------------------------- in memory (uploads)
+
+
+def _memory_sources(path):
+    """The file's content as bytes, as a file-like object, and as a bytearray."""
+    import io
+
+    data = path.read_bytes()
+    return [data, io.BytesIO(data), bytearray(data)]
+
+
+def test_in_memory_sources_read_exactly_as_the_file(tmp_path):
+    import cv2
+
+    Image.fromarray(RAMP12).save(tmp_path / "g16.png")
+    cv2.imwrite(str(tmp_path / "c16.png"), np.repeat((RAMP12[:8, :8] * 16)[..., None], 3, axis=2))
+    rgb = np.zeros((6, 5, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(RAMP12.astype(np.int32)).save(tmp_path / "i32.tif")
+    stored = np.zeros((8, 16), np.uint8)
+    stored[:2, :4] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "e.jpg", exif=exif, quality=100)
+    dicom = write_dicom(tmp_path / "m1.dcm", RAMP12, bits_stored=12, photometric="MONOCHROME1")
+    for name in ("g16.png", "c16.png", "rgb.png", "i32.tif", "e.jpg", "m1.dcm"):
+        expected = read_gray(tmp_path / name)
+        for source in _memory_sources(tmp_path / name):
+            np.testing.assert_array_equal(read_gray(source, name=name), expected, err_msg=name)
+            np.testing.assert_array_equal(read_gray(source), expected, err_msg=f"{name} without a name")
+    assert dicom.suffix == ".dcm"
+    np.testing.assert_array_equal(read_image((tmp_path / "m1.dcm").read_bytes(), "BGR", name="upload"),
+                                  read_image(tmp_path / "m1.dcm", "BGR"))
+
+
+def test_in_memory_dicom_is_told_by_its_name_or_its_magic(tmp_path):
+    import io
+
+    from cxr_det.data.dicom import read_dicom_header
+    from cxr_det.data.image_io import is_dicom
+
+    write_dicom(tmp_path / "a.dicom", RAMP12, bits_stored=12, patient_age="065Y", patient_sex="F")
+    write_dicom(tmp_path / "raw.dcm", RAMP12, bits_stored=12, file_meta=False)  # no preamble, no DICM
+    data, raw = (tmp_path / "a.dicom").read_bytes(), (tmp_path / "raw.dcm").read_bytes()
+    assert is_dicom(data) and is_dicom(io.BytesIO(data)) and is_dicom(data, name="scan.png")  # DICM at 128
+    assert not is_dicom(raw) and is_dicom(raw, name="raw.DCM")
+    named = io.BytesIO(raw)
+    named.name = "raw.dcm"  # a file-like object's own name is the hint
+    assert is_dicom(named)
+    assert not is_dicom(b"\x89PNG\r\n\x1a\n") and not is_dicom(b"")
+    assert not is_dicom(tmp_path / "a.png") and is_dicom(str(tmp_path / "a.DICOM"))  # paths: suffix only, as before
+    notes = []
+    np.testing.assert_array_equal(read_gray(raw, name="raw.dcm", notes=notes), read_gray(tmp_path / "raw.dcm"))
+    assert [n.kind for n in notes] == ["no_file_meta"] and notes[0].message.startswith("raw.dcm:")
+    header = read_dicom_header(io.BytesIO(data))
+    assert header["patient_age_years"] == 65 and header["patient_sex"] == "F" and header["rows"] == 64
+
+
+def test_in_memory_file_like_position_is_kept(tmp_path):
+    import io
+
+    Image.fromarray(RAMP12.astype(np.uint8)).save(tmp_path / "z.png")
+    buffer = io.BytesIO((tmp_path / "z.png").read_bytes())
+    buffer.seek(5)
+    read_gray(buffer)
+    assert buffer.tell() == 5
+
+
+def test_in_memory_errors_name_the_upload(tmp_path):
+    from cxr_det.data.dicom import DicomReadError
+
+    with pytest.raises(ImageReadError, match=r"^notes\.txt: cannot be decoded as an image"):
+        read_gray(b"hello, this is text", name="notes.txt")
+    with pytest.raises(ImageReadError, match=r"^<in-memory image>: empty file"):
+        read_gray(b"")
+    with pytest.raises(DicomReadError, match=r"^x\.dcm: "):
+        read_gray(b"\x89PNG\r\n\x1a\n not a dicom", name="x.dcm")
+    with pytest.raises(DicomReadError, match=r"^y\.dcm: empty file"):
+        read_gray(b"", name="y.dcm")
+    with pytest.raises(DicomReadError, match="not a DICOM"):
+        read_gray(b"\x00" * 200, name="x.dcm", allow_no_file_meta=False)

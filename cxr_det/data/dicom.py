@@ -14,7 +14,9 @@ logged and appended as a :class:`ReadNote` to the caller's ``notes`` list, so th
 can count and report them.
 (Writing DICOMs, for tests and synthetic data: :mod:`cxr_det.data.synthetic.dicom_writer`.)
 """
+import io
 import logging
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +41,9 @@ from cxr_det.data.datasets.common import DatasetFormatError
 __all__ = [
     "DicomReadError",
     "ReadNote",
+    "is_in_memory",
+    "memory_bytes",
+    "source_label",
     "SCALINGS",
     "DEFAULT_PERCENTILES",
     "read_dicom",
@@ -89,6 +94,46 @@ def _note(notes, kind, message):
         notes.append(ReadNote(kind, message))
 
 
+# ---------------------------------------------------------------------------------------
+# Sources: a path, or an image held in memory (an upload), never written to disk
+
+
+def is_in_memory(source) -> bool:
+    """Whether ``source`` is an image held in memory (``bytes``, ``bytearray``, ``memoryview``
+    or a readable binary file-like object such as ``io.BytesIO``) rather than a path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return True
+    return hasattr(source, "read") and not isinstance(source, (str, os.PathLike))
+
+
+def memory_bytes(source, limit=None) -> bytes:
+    """The bytes of an in-memory ``source`` (:func:`is_in_memory`): a file-like object is read
+    from its start (when seekable) and its position restored. ``limit``: at most that many
+    leading bytes. Raises TypeError when ``source`` is a path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data if limit is None else data[:limit]
+    if not is_in_memory(source):
+        raise TypeError(f"memory_bytes: expected bytes or a file-like object, got {type(source).__name__}")
+    seekable = getattr(source, "seekable", lambda: False)()
+    position = source.tell() if seekable else None
+    if seekable:
+        source.seek(0)
+    data = source.read() if limit is None else source.read(limit)
+    if seekable:
+        source.seek(position)
+    return bytes(data)
+
+
+def source_label(source, name=None) -> str:
+    """How messages name ``source``: the path itself, else ``name``, else the file-like's
+    ``name`` attribute, else ``"<in-memory image>"``."""
+    if not is_in_memory(source):
+        return str(Path(source))
+    name = name or getattr(source, "name", None)
+    return str(name) if isinstance(name, (str, os.PathLike)) and str(name) else "<in-memory image>"
+
+
 def _implied_transfer_syntax(ds):
     """Transfer syntax of a dataset read without file meta, from the encoding pydicom detected."""
     implicit, little = getattr(ds, "original_encoding", (None, None))
@@ -99,8 +144,11 @@ def _implied_transfer_syntax(ds):
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _open(path, *, allow_no_file_meta=True, notes=None, **kwargs) -> pydicom.FileDataset:
+def _open(path, *, allow_no_file_meta=True, notes=None, name=None, **kwargs) -> pydicom.FileDataset:
     """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the file.
+
+    ``path``: a file, or the file's content in memory (:func:`is_in_memory`; read from
+    memory, never written to disk), then named ``name`` in messages (:func:`source_label`).
 
     A file without the 128-byte preamble, the ``DICM`` prefix or the File Meta Information
     group (PS3.10 7.1) is read with ``force=True`` when ``allow_no_file_meta`` (the
@@ -108,32 +156,43 @@ def _open(path, *, allow_no_file_meta=True, notes=None, **kwargs) -> pydicom.Fil
     ``file_meta``), with a ``no_file_meta`` note; it must then hold Rows and Columns, else
     it is not taken for DICOM. With ``allow_no_file_meta=False`` it raises.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DicomReadError(f"{path}: DICOM file not found")
+    label = source_label(path, name)
+    if is_in_memory(path):
+        data = memory_bytes(path)
+        if not data:
+            raise DicomReadError(f"{label}: empty file, not a DICOM")
+
+        def read(**options):
+            return pydicom.dcmread(io.BytesIO(data), **options)
+    else:
+        if not Path(path).is_file():
+            raise DicomReadError(f"{label}: DICOM file not found")
+
+        def read(**options):
+            return pydicom.dcmread(str(path), **options)
     try:
-        return pydicom.dcmread(str(path), **kwargs)
+        return read(**kwargs)
     except pydicom.errors.InvalidDicomError as e:
         if not allow_no_file_meta:
             raise DicomReadError(
-                f"{path}: not a DICOM file ({e}); files without the DICOM preamble/'DICM'/file meta "
+                f"{label}: not a DICOM file ({e}); files without the DICOM preamble/'DICM'/file meta "
                 "are rejected because allow_no_file_meta=False"
             ) from e
         first_error = e
     except Exception as e:  # truncated or corrupt files fail in many ways inside pydicom
-        raise DicomReadError(f"{path}: cannot be read as DICOM ({type(e).__name__}: {e})") from e
+        raise DicomReadError(f"{label}: cannot be read as DICOM ({type(e).__name__}: {e})") from e
     try:
-        ds = pydicom.dcmread(str(path), force=True, **kwargs)
+        ds = read(force=True, **kwargs)
     except Exception as e:
-        raise DicomReadError(f"{path}: not a DICOM file ({first_error}; forced read failed: {e})") from e
+        raise DicomReadError(f"{label}: not a DICOM file ({first_error}; forced read failed: {e})") from e
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomReadError(
-            f"{path}: not a DICOM file ({first_error}; read without file meta it has no Rows/Columns)"
+            f"{label}: not a DICOM file ({first_error}; read without file meta it has no Rows/Columns)"
         )
     syntax = _implied_transfer_syntax(ds)
     if "PixelData" in ds and ds["PixelData"].is_undefined_length:
         raise DicomReadError(
-            f"{path}: no DICOM file meta, and its pixel data is encapsulated (compressed), so its "
+            f"{label}: no DICOM file meta, and its pixel data is encapsulated (compressed), so its "
             "transfer syntax is unknown; rewrite it with a file meta header (e.g. gdcmconv)"
         )
     if getattr(ds, "file_meta", None) is None:
@@ -142,7 +201,7 @@ def _open(path, *, allow_no_file_meta=True, notes=None, **kwargs) -> pydicom.Fil
     _note(
         notes,
         "no_file_meta",
-        f"{path}: no DICOM preamble/'DICM'/file meta; read anyway as {syntax.name} "
+        f"{label}: no DICOM preamble/'DICM'/file meta; read anyway as {syntax.name} "
         "(pass allow_no_file_meta=False to reject such files)",
     )
     return ds
@@ -193,7 +252,7 @@ def _parse_sex(value):
     return value if value in ("M", "F", "O") else None
 
 
-def read_dicom_header(path, *, allow_no_file_meta=True, notes=None) -> dict:
+def read_dicom_header(path, *, allow_no_file_meta=True, notes=None, name=None) -> dict:
     """Header fields of a DICOM without decoding its pixels.
 
     Returns ``rows``, ``columns``, ``photometric``, ``bits_stored``, ``pixel_spacing``
@@ -203,8 +262,9 @@ def read_dicom_header(path, *, allow_no_file_meta=True, notes=None) -> dict:
     ``rescale_intercept`` (or None), and the raw strings ``patient_age_raw``,
     ``patient_sex_raw``, ``transfer_syntax``. Raises :class:`DicomReadError`; a file
     without file meta is read as in :func:`read_dicom` (``allow_no_file_meta``, ``notes``).
+    ``path`` may be the file's content in memory, named ``name`` (as in :func:`read_dicom`).
     """
-    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes)
+    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     try:
         spacing = tuple(float(v) for v in spacing) if spacing else None
@@ -232,15 +292,16 @@ def read_dicom_header(path, *, allow_no_file_meta=True, notes=None) -> dict:
     }
 
 
-def dicom_size(path, *, allow_no_file_meta=True, notes=None):
+def dicom_size(path, *, allow_no_file_meta=True, notes=None, name=None):
     """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read).
 
-    Raises :class:`DicomReadError`; files without file meta as in :func:`read_dicom`.
+    Raises :class:`DicomReadError`; files without file meta, and files in memory (``name``),
+    as in :func:`read_dicom`.
     """
-    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes)
+    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
     rows, cols = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
     if not rows or not cols:
-        raise DicomReadError(f"{path}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
+        raise DicomReadError(f"{source_label(path, name)}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
     return rows, cols
 
 
@@ -407,17 +468,22 @@ def _pydicom_decodes_jpeg12():
     return bool(set(get_decoder(JPEGExtended12Bit).available_plugins) - {"gdcm", "pillow"})
 
 
-def _decode(path, ds, notes):
+def _decode(path, ds, notes, label=None):
     """``ds.pixel_array``; JPEG Extended with 12-bit samples, which pydicom 3.0 refuses to hand
-    to GDCM, is decoded by GDCM directly (a ``decoder_fallback`` note)."""
+    to GDCM, is decoded by GDCM directly (a ``decoder_fallback`` note; files on disk only, as
+    GDCM's Python binding reads files: in memory it is a :class:`DicomReadError`)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    label = label or source_label(path)
     if syntax == JPEGExtended12Bit and int(ds.get("BitsStored", 8)) > 8 and not _pydicom_decodes_jpeg12():
         try:
+            if is_in_memory(path):
+                raise RuntimeError("12-bit JPEG Extended is decoded by GDCM from files only, not from memory; "
+                                   "decompress the file first (e.g. gdcmconv --raw)")
             pixels = _decode_with_gdcm(path, ds)
         except Exception as e:
             error = e
         else:
-            _note(notes, "decoder_fallback", f"{path}: 12-bit JPEG Extended decoded by GDCM directly, outside pydicom")
+            _note(notes, "decoder_fallback", f"{label}: 12-bit JPEG Extended decoded by GDCM directly, outside pydicom")
             return pixels
     else:
         try:
@@ -425,12 +491,12 @@ def _decode(path, ds, notes):
         except Exception as e:  # missing decoder plugins, truncated pixel data, bad tags
             error = e
     raise DicomReadError(
-        f"{path}: cannot decode pixel data (transfer syntax {syntax or 'unknown'}; {type(error).__name__}: {error})"
+        f"{label}: cannot decode pixel data (transfer syntax {syntax or 'unknown'}; {type(error).__name__}: {error})"
     ) from error
 
 
 def read_dicom(
-    path, *, scaling="auto", percentiles=DEFAULT_PERCENTILES, allow_no_file_meta=True, notes=None
+    path, *, scaling="auto", percentiles=DEFAULT_PERCENTILES, allow_no_file_meta=True, notes=None, name=None
 ) -> np.ndarray:
     """Decode a grayscale DICOM into a display-correct ``uint8`` HxW array (0..255).
 
@@ -445,27 +511,31 @@ def read_dicom(
     Compressed transfer syntaxes are decoded by pydicom's plugins (docs/images.md lists
     the packages per syntax). ``allow_no_file_meta``/``notes``: see :func:`_open`;
     ``notes`` (a list) also receives ``invalid_voi`` and ``decoder_fallback`` notes.
+    ``path`` may also be the file's content in memory (``bytes`` or a binary file-like
+    object, :func:`is_in_memory`): it is decoded from memory, never written to disk, and
+    named ``name`` (e.g. the uploaded file's name) in messages and notes.
     Raises :class:`DicomReadError` naming the file when it is missing, not DICOM, has no
     pixel data, cannot be decoded or is not a single-frame grayscale image; ValueError for
     an unknown ``scaling``.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
-    ds = _open(path, allow_no_file_meta=allow_no_file_meta, notes=notes)
+    ds = _open(path, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
+    label = source_label(path, name)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise DicomReadError(f"{path}: DICOM has no pixel data")
+        raise DicomReadError(f"{label}: DICOM has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomReadError(
-            f"{path}: unsupported PhotometricInterpretation {photometric or '(missing)'!r}; "
+            f"{label}: unsupported PhotometricInterpretation {photometric or '(missing)'!r}; "
             "only grayscale MONOCHROME1/MONOCHROME2 images are supported"
         )
-    pixels = _decode(path, ds, notes)
+    pixels = _decode(path, ds, notes, label)
     if pixels.ndim != 2:
-        raise DicomReadError(f"{path}: expected a single-frame 2-D image, got pixel array of shape {pixels.shape}")
+        raise DicomReadError(f"{label}: expected a single-frame 2-D image, got pixel array of shape {pixels.shape}")
 
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
-    voi = _apply_voi(values, ds, path, notes) if scaling == "auto" else None
+    voi = _apply_voi(values, ds, label, notes) if scaling == "auto" else None
     if voi is not None:
         values, (low, high) = voi
     else:

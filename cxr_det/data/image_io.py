@@ -17,9 +17,16 @@ The rule, stated in ``docs/images.md``:
   (0.299 R + 0.587 G + 0.114 B) and a ``color_to_gray`` note; a non-opaque alpha channel
   is discarded with an ``alpha_ignored`` note.
 
+Every reader also takes the file's content in memory instead of a path (``bytes`` or a
+binary file-like object, with an optional ``name`` hint such as an uploaded file's name):
+it is decoded from memory and never written to disk (the web service reads uploads so). A
+source in memory is a DICOM when its name ends in ``.dcm``/``.dicom`` or its bytes carry the
+``DICM`` prefix at offset 128 (:func:`is_dicom`).
+
 Readable files that leave the normal path produce :class:`ReadNote` entries in the
 caller's ``notes`` list (and a logged warning), so that tools can count them.
 """
+import io
 import logging
 from pathlib import Path
 
@@ -33,8 +40,11 @@ from cxr_det.data.dicom import (
     SCALINGS,
     ReadNote,
     intensity_range,
+    is_in_memory,
+    memory_bytes,
     read_dicom,
     scale_to_uint8,
+    source_label,
 )
 
 __all__ = [
@@ -44,6 +54,7 @@ __all__ = [
     "ImageReadError",
     "ReadNote",
     "is_dicom",
+    "is_in_memory",
     "gray_to_format",
     "read_gray",
     "read_image",
@@ -70,9 +81,23 @@ class ImageReadError(DatasetFormatError):
     """A non-DICOM image file cannot be decoded, or holds something other than one 2-D image."""
 
 
-def is_dicom(path) -> bool:
-    """Whether ``path`` names a DICOM by its suffix (``.dcm``, ``.dicom``, any case)."""
-    return Path(path).suffix.lower() in DICOM_SUFFIXES
+DICOM_MAGIC_OFFSET = 128  # PS3.10 7.1: a 128-byte preamble, then "DICM"
+
+
+def is_dicom(path, name=None) -> bool:
+    """Whether ``path`` names a DICOM by its suffix (``.dcm``, ``.dicom``, any case).
+
+    For a file held in memory (``bytes`` or a binary file-like object, see
+    :func:`cxr_det.data.dicom.is_in_memory`): its ``name`` hint (else the file-like's
+    ``name`` attribute) ends in such a suffix, or its bytes hold ``DICM`` at offset 128.
+    """
+    if not is_in_memory(path):
+        return Path(path).suffix.lower() in DICOM_SUFFIXES
+    label = source_label(path, name)
+    if Path(label).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    head = memory_bytes(path, limit=DICOM_MAGIC_OFFSET + 4)
+    return head[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
 def gray_to_format(gray: np.ndarray, image_format: str) -> np.ndarray:
@@ -94,13 +119,16 @@ def _note(notes, kind, message):
         notes.append(ReadNote(kind, message))
 
 
-def _sixteen_bit_color(path, image) -> bool:
-    """Whether a file Pillow opened as 8-bit RGB(A) really stores 16 bits per sample (PNG or TIFF)."""
+def _sixteen_bit_color(source, image) -> bool:
+    """Whether a file (path or bytes) Pillow opened as 8-bit RGB(A) really stores 16 bits per sample (PNG or TIFF)."""
     if image.mode not in ("RGB", "RGBA"):
         return False
     if image.format == "PNG":
-        with open(path, "rb") as f:
-            header = f.read(26)
+        if isinstance(source, bytes):
+            header = source[:26]
+        else:
+            with open(source, "rb") as f:
+                header = f.read(26)
         return len(header) == 26 and header[24] == 16  # IHDR bit depth
     if image.format == "TIFF":
         bits = image.tag_v2.get(258)  # BitsPerSample
@@ -122,15 +150,19 @@ def _color_to_gray(channels: np.ndarray, alpha, path, notes) -> np.ndarray:
     return np.rint(luma).astype(channels.dtype)
 
 
-def _decode_pillow(path, notes):
-    """Decoded pixels of a non-DICOM file, upright: HxW gray of its stored type (uint8, uint16, int32, float32)."""
+def _decode_pillow(source, notes, path=None):
+    """Decoded pixels of a non-DICOM file, upright: HxW gray of its stored type (uint8, uint16, int32, float32).
+
+    ``source``: a path, or the file's bytes (decoded in memory); ``path``: its name in messages.
+    """
+    path = source if path is None else path
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             if getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(f"{path}: holds {image.n_frames} frames; only single-image files are supported")
             orientation = image.getexif().get(0x0112)
-            if _sixteen_bit_color(path, image):
-                return _decode_16bit_color(path, orientation, notes)
+            if _sixteen_bit_color(source, image):
+                return _decode_16bit_color(source, orientation, notes, path)
             image.load()
             image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -148,9 +180,14 @@ def _decode_pillow(path, notes):
     return _color_to_gray(rgba[..., :3], rgba[..., 3] if has_alpha else None, path, notes)
 
 
-def _decode_16bit_color(path, orientation, notes):
-    """16-bit RGB(A) PNG/TIFF, which Pillow would cut to 8 bits: decoded by OpenCV at full depth."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _decode_16bit_color(source, orientation, notes, path=None):
+    """16-bit RGB(A) PNG/TIFF, which Pillow would cut to 8 bits: decoded by OpenCV at full depth
+    (from the file, or from ``source`` bytes in memory; ``path`` names it in messages)."""
+    path = source if path is None else path
+    if isinstance(source, bytes):
+        pixels = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_UNCHANGED)
+    else:
+        pixels = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ImageReadError(f"{path}: cannot decode its 16-bit colour pixels")
     rgb = pixels[..., 2::-1]  # OpenCV gives BGR(A)
@@ -161,7 +198,7 @@ def _decode_16bit_color(path, orientation, notes):
 
 
 def read_gray(
-    path, *, scaling="auto", percentiles=DEFAULT_PERCENTILES, allow_no_file_meta=True, notes=None
+    path, *, scaling="auto", percentiles=DEFAULT_PERCENTILES, allow_no_file_meta=True, notes=None, name=None
 ) -> np.ndarray:
     """Read any supported X-ray file as a display-correct ``uint8`` HxW array (0..255).
 
@@ -171,6 +208,9 @@ def read_gray(
     outside it become 0 or 255). ``allow_no_file_meta``: read DICOMs without preamble/
     ``DICM``/file meta (with a note) or reject them. ``notes``: a list that receives a
     :class:`ReadNote` for each departure from the normal path (module docstring).
+    ``path`` may be the file's content in memory (``bytes`` or a binary file-like object),
+    decoded without touching the disk; ``name`` (e.g. an upload's file name) then names it
+    in messages and, by its suffix, tells a DICOM (:func:`is_dicom`).
 
     Raises FileNotFoundError for a missing file, :class:`cxr_det.data.dicom.DicomReadError`
     for DICOMs that cannot be read, :class:`ImageReadError` for other undecodable files
@@ -178,13 +218,20 @@ def read_gray(
     """
     if scaling not in SCALINGS:
         raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
-    if is_dicom(path):
+    if is_dicom(path, name):
         return read_dicom(
-            path, scaling=scaling, percentiles=percentiles, allow_no_file_meta=allow_no_file_meta, notes=notes
+            path, scaling=scaling, percentiles=percentiles, allow_no_file_meta=allow_no_file_meta, notes=notes,
+            name=name,
         )
-    if not Path(path).is_file():
+    if is_in_memory(path):
+        source, path = memory_bytes(path), source_label(path, name)
+        if not source:
+            raise ImageReadError(f"{path}: empty file, not an image")
+    elif not Path(path).is_file():
         raise FileNotFoundError(f"{path}: image file not found")
-    values = _decode_pillow(path, notes)
+    else:
+        source = path
+    values = _decode_pillow(source, notes, path)
     if values.ndim != 2 or values.size == 0:
         raise ImageReadError(f"{path}: expected a 2-D image, got pixel array of shape {values.shape}")
     if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -203,13 +250,16 @@ def read_image(
     percentiles=DEFAULT_PERCENTILES,
     allow_no_file_meta=True,
     notes=None,
+    name=None,
 ) -> np.ndarray:
     """Read an image file as ``uint8`` HxWxC in ``image_format`` (C = 3 for "BGR"/"RGB", 1 for "L").
 
-    :func:`read_gray` followed by :func:`gray_to_format`; same options and errors.
+    :func:`read_gray` followed by :func:`gray_to_format`; same options and errors (``path``
+    may be the file's content in memory, named ``name``).
     """
     gray = read_gray(
-        path, scaling=scaling, percentiles=percentiles, allow_no_file_meta=allow_no_file_meta, notes=notes
+        path, scaling=scaling, percentiles=percentiles, allow_no_file_meta=allow_no_file_meta, notes=notes,
+        name=name,
     )
     return gray_to_format(gray, image_format)
 
