@@ -9,6 +9,9 @@
   const PALETTE = ["#ff5c5c", "#4dabf7", "#ffd43b", "#51cf66", "#e599f7", "#ff922b",
                    "#3bc9db", "#f783ac", "#a9e34b", "#9775fa", "#ffa8a8", "#74c0fc",
                    "#ffe066", "#8ce99a", "#faa2c1"];
+  // clinical_used statuses of the API, in words.
+  const STATUS_TEXT = { ok: "ok", missing: "not given", not_a_number: "not a number", out_of_range: "out of range",
+                        unknown_category: "unknown category", converted: "converted" };
   const PREVIEW_TYPES = /^image\/(png|jpeg|gif|webp|bmp)$/;
 
   const state = {
@@ -142,8 +145,8 @@
     $("no-clinical").hidden = features.length !== 0;
     for (const feature of features) {
       const id = `clin-${feature.name}`;
-      const unit = feature.unit ? el("span", { class: "unit", text: ` (${feature.unit})` }) : null;
-      const label = el("label", { for: id }, feature.name, unit);
+      const unit = feature.unit ? el("span", { class: "unit", text: feature.unit }) : null;
+      const label = el("label", { for: id }, el("span", { text: feature.name }), unit);
       let input;
       let hintText = "";
       if (feature.kind === "category") {
@@ -439,7 +442,9 @@
       const box = d.bbox.map((v) => Math.round(v)).join(", ");
       return el("tr", {},
         el("td", { class: "num", text: String(index) }),
-        el("td", {}, el("span", { class: "swatch", style: `background:${colourOf(d.category, d.category_id)}`, "aria-hidden": "true" }), d.category),
+        el("td", {}, el("span", { class: "cls" },
+          el("span", { class: "swatch", style: `background:${colourOf(d.category, d.category_id)}`, "aria-hidden": "true" }),
+          el("span", { text: d.category }))),
         el("td", { class: "num", text: d.score.toFixed(3) }),
         el("td", { class: "box", text: box }));
     }));
@@ -473,9 +478,10 @@
     $("clinical-used").querySelector("tbody").replaceChildren(...used.map(([name, info]) => {
       info = info || {};
       const status = String(info.status ?? "");
+      const imputed = info.value === null || info.value === undefined;
       return el("tr", {}, el("td", { text: name }), el("td", { text: fmt(info.raw) }),
-        el("td", { text: fmt(info.value, 1) }),
-        el("td", { class: `status-${status.replace(/[^a-z_]/gi, "_")}`, text: status || "—" }));
+        el("td", imputed ? { class: "imputed", text: "imputed" } : { text: fmt(info.value, 1) }),
+        el("td", { class: `status-${status.replace(/[^a-z_]/gi, "_")}`, text: STATUS_TEXT[status] || status || "—" }));
     }));
 
     const warnings = result.warnings || [];
