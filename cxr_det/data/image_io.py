@@ -156,8 +156,9 @@ def _decode_pillow(source, notes, path=None):
     ``source``: a path, or the file's bytes (decoded in memory); ``path``: its name in messages.
     """
     path = source if path is None else path
+    buffer = io.BytesIO(source) if isinstance(source, bytes) else None
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with Image.open(source if buffer is None else buffer) as image:
             if getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(f"{path}: holds {image.n_frames} frames; only single-image files are supported")
             orientation = image.getexif().get(0x0112)
@@ -166,7 +167,8 @@ def _decode_pillow(source, notes, path=None):
             image.load()
             image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: cannot be decoded as an image ({type(e).__name__}: {e})") from e
+        reason = str(e) if buffer is None else str(e).replace(repr(buffer), repr(str(path)))
+        raise ImageReadError(f"{path}: cannot be decoded as an image ({type(e).__name__}: {reason})") from e
     mode = image.mode
     if mode in _WIDE_GRAY_MODES or mode == "L":
         return np.asarray(image)

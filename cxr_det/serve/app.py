@@ -10,7 +10,9 @@ Routes (JSON bodies typed in :mod:`cxr_det.serve.schemas`, OpenAPI at ``/openapi
   values used, warnings.
 
 Errors are ``{"detail": "..."}``: 400 for an unreadable upload or a bad field, 401 without
-the API key (when one is set), 413 over the upload limit. Uploads are decoded from memory
+the API key (when one is set), 413 over the upload limit, 422 for a malformed form (e.g.
+``file`` sent as text). Clinical values never cause an error: text in a numeric field is
+cleaned as in training (status ``not_a_number``), unknown fields are warnings. Uploads are decoded from memory
 and never written to disk; nothing of a DICOM header other than the model's features
 (age, sex) is read out, and nothing of it is echoed back.
 
@@ -30,7 +32,8 @@ from pathlib import Path, PurePath
 from typing import Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -56,7 +59,8 @@ RESERVED_FIELDS = ("file", "score_threshold")
 
 _ERRORS = {400: {"model": ErrorResponse, "description": "unreadable upload or bad form field"},
            401: {"model": ErrorResponse, "description": f"missing or wrong {API_KEY_HEADER} (when the server has a key)"},
-           413: {"model": ErrorResponse, "description": "request over the upload limit"}}
+           413: {"model": ErrorResponse, "description": "request over the upload limit"},
+           422: {"model": ErrorResponse, "description": "malformed form (e.g. 'file' sent as text)"}}
 
 
 def _min_score(cfg) -> float:
@@ -155,6 +159,15 @@ class _Service:
                 "clinical_used": clinical_io.clinical_used(record, self.featurizer), "warnings": warnings}
 
 
+def _validation_error(request: Request, exc: RequestValidationError):
+    """FastAPI's request validation errors as one readable ``{"detail": str}`` (422), like the others."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems) or "malformed request"}, status_code=422)
+
+
 def _api_key_dependency(api_key: Optional[str]):
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                           description="the key the server was started with (--api-key)")
@@ -232,6 +245,7 @@ def create_app(cfg, *, max_upload_mb: float = 64, api_key: Optional[str] = None)
     app = FastAPI(title="cxr_det inference", version=cxr_det.__version__,
                   description="Chest X-ray findings of one trained cxr_det run: upload an image, get the boxes.")
     app.state.service = service
+    app.add_exception_handler(RequestValidationError, _validation_error)
     guarded = [Depends(_api_key_dependency(api_key))] if api_key else []
 
     @app.get("/api/health", response_model=Health, tags=["service"])
