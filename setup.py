@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="detectron2 extension for lesion detection on chest X-rays (REFLACX, VinDr-CXR)",
     packages=find_packages(include=["cxr_det", "cxr_det.*"]),
+    # the inference page served by cxr_det.serve (plain HTML/JS/CSS, no build step)
+    package_data={"cxr_det.serve": ["static/*"]},
     python_requires=">=3.9",
     install_requires=[
         # torch/torchvision are pinned by the Makefile (see shared install notes); any pair
