@@ -45,7 +45,7 @@ VIEWPORT = {"width": 1280, "height": 960}
 def chromium_executable() -> str:
     path = os.environ.get("CXR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).is_file():
-        raise RuntimeError(f"Chromium not found (looked for `chromium` on PATH and /usr/bin/chromium); "
+        raise RuntimeError(f"Chromium not found ({path}; set CXR_CHROMIUM, or have `chromium` on PATH); "
                            f"install Debian's package: {INSTALL_CHROMIUM}")
     return path
 
@@ -194,7 +194,18 @@ def coloured_pixels(page, box=None, margin=4) -> int:
 
 # ---------------------------------------------------------------- tests
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def browser_ready():
+    """Chromium and Playwright present, checked before any training: a failure naming the fix,
+    never a skip (CI must run this test)."""
+    try:
+        chromium_executable()
+        sync_playwright()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def demo(browser_ready, tmp_path_factory):
     from cxr_det.data.synthetic import make_reflacx
 
     data = tmp_path_factory.mktemp("cxr")
@@ -211,12 +222,7 @@ def server(demo, tmp_path_factory):
 
 
 @pytest.fixture
-def page():
-    try:
-        chromium_executable()
-        sync_playwright()
-    except RuntimeError as e:  # missing chromium or playwright: a failure naming the fix, never a skip
-        pytest.fail(str(e), pytrace=False)
+def page(browser_ready):
     with browser_page() as page:
         yield page
 

@@ -355,7 +355,8 @@
       ctx.fillStyle = "#c9ced8";
       ctx.font = "14px system-ui, sans-serif";
       ctx.textAlign = "center";
-      ctx.fillText(`${width} × ${height} px (no preview)`, cssW / 2, cssH / 2);
+      ctx.textBaseline = "alphabetic";
+      ctx.fillText(`${width} × ${height} px · no preview of this format`, cssW / 2, cssH - 14);
       ctx.textAlign = "left";
     }
 
