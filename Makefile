@@ -10,7 +10,7 @@ DEMO_IMAGES ?= 480
 DEMO_OUT ?= output/demo_clinical
 DEMO_CONFIG ?= configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml
 
-.PHONY: setup test demo clean
+.PHONY: setup browser test demo clean
 
 setup: $(VENV)/.setup-done
 
@@ -24,7 +24,14 @@ $(VENV)/.setup-done: setup.py Makefile tools/install_detectron2.py
 	  import cxr_det; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
-test: setup
+# tests/test_serve_browser.py drives Debian's Chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for tests/test_serve_browser.py"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
 demo: setup

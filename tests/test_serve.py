@@ -378,3 +378,24 @@ def test_serve_tool_starts_two_workers_on_loopback(clinical_run):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_preview_only_on_request_and_shows_the_dicom_as_the_model_read_it(clinical_client, xray, tmp_path):
+    """Browsers cannot show a DICOM: the page asks for the server's rendering. Without the
+    request no pixel data goes back (privacy)."""
+    import base64
+    import io
+
+    from cxr_det.data.image_io import read_image
+
+    _, pixels = xray
+    stored = ((255 - pixels.astype(np.uint16)) * 16)
+    path = write_dicom(tmp_path / "m1.dcm", stored, bits_stored=12, photometric="MONOCHROME1")
+    plain = _post(clinical_client, path.read_bytes(), name="m1.dcm").json()
+    assert "preview" not in plain or plain["preview"] is None
+    asked = clinical_client.post("/api/predict", files={"file": ("m1.dcm", path.read_bytes())},
+                                 data={"preview": "true"}).json()
+    assert asked["preview"].startswith("data:image/png;base64,")
+    shown = np.array(Image.open(io.BytesIO(base64.b64decode(asked["preview"].split(",", 1)[1]))))
+    expected = read_image(path, "L")[:, :, 0]
+    assert shown.shape == expected.shape and np.array_equal(shown, expected)  # small image: not shrunk

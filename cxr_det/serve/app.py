@@ -21,6 +21,7 @@ at a time per process (the model call holds a lock; decoding does not): run seve
 workers (``tools/serve.py --workers N``) to serve requests in parallel, each with its own
 model, built by :func:`app_from_env`.
 """
+import base64
 import inspect
 import json
 import logging
@@ -31,6 +32,7 @@ import threading
 from pathlib import Path, PurePath
 from typing import Optional
 
+import cv2
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -55,7 +57,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_SCORE_THRESHOLD = 0.3  # the page's slider starts here (predict.py's --conf-threshold default)
 SETTINGS_ENV = "CXR_SERVE_SETTINGS"  # JSON settings of app_from_env (tools/serve.py --workers N)
 API_KEY_HEADER = "X-API-Key"
-RESERVED_FIELDS = ("file", "score_threshold")
+RESERVED_FIELDS = ("file", "score_threshold", "preview")
+# Long side of the optional preview rendering, in pixels.
+PREVIEW_MAX_SIDE = 1024
 
 _ERRORS = {400: {"model": ErrorResponse, "description": "unreadable upload or bad form field"},
            401: {"model": ErrorResponse, "description": f"missing or wrong {API_KEY_HEADER} (when the server has a key)"},
@@ -110,8 +114,14 @@ class _Service:
             return []
         return list(self.featurizer.numeric) + list(self.featurizer.categorical)
 
-    def predict(self, data: bytes, name: str, fields: dict, threshold_text: Optional[str]) -> dict:
+    def predict(self, data: bytes, name: str, fields: dict, threshold_text: Optional[str],
+                preview: bool = False) -> dict:
         """One upload (its bytes and file name) and its other form fields -> the response dict.
+
+        ``preview``: also return the image as the model read it (8-bit, display-windowed,
+        long side at most :data:`PREVIEW_MAX_SIDE`) as a PNG data URL, for a client that cannot
+        decode the upload itself (DICOM, 16-bit PNG/TIFF). Only on request: by default no
+        pixel data goes back.
 
         Raises HTTPException 400 naming the file when it cannot be read as an image, or the
         field when ``score_threshold`` is not a number in 0..1.
@@ -154,9 +164,27 @@ class _Service:
             ({"bbox": d["bbox"], "category": d["class"], "category_id": d["category_id"], "score": d["score"]}
              for d in result["instances"] if d["score"] >= threshold),
             key=lambda d: -d["score"])
-        return {"image": {"width": int(width), "height": int(height)}, "detections": detections,
-                "image_scores": result["image_scores"],
-                "clinical_used": clinical_io.clinical_used(record, self.featurizer), "warnings": warnings}
+        response = {"image": {"width": int(width), "height": int(height)}, "detections": detections,
+                    "image_scores": result["image_scores"],
+                    "clinical_used": clinical_io.clinical_used(record, self.featurizer), "warnings": warnings}
+        if preview:
+            response["preview"] = _preview_data_url(pixels)
+        return response
+
+
+def _preview_data_url(pixels) -> str:
+    """``data:image/png;base64,...`` (8-bit grayscale) of an HxWxC uint8 image in ``image_format``,
+    shrunk so its long side is at most :data:`PREVIEW_MAX_SIDE` (never enlarged). The reader
+    gives grayscale X-rays in every format (channels equal), so the first channel is the image."""
+    image = pixels[:, :, 0]
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(image.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise HTTPException(500, "the preview could not be encoded")
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
 def _validation_error(request: Request, exc: RequestValidationError):
@@ -195,12 +223,14 @@ def _predict_endpoint(service: _Service):
         name = PurePath(upload.filename or "upload").name or "upload"
         data = await upload.read()
         thresholds = form.getlist("score_threshold")
+        preview = str(form.get("preview") or "").strip().lower() in ("1", "true", "yes", "on")
         fields = {}
         for key in dict.fromkeys(k for k, _ in form.multi_items()):
             if key not in RESERVED_FIELDS:
                 values = form.getlist(key)
                 fields[key] = values[0] if len(values) == 1 else values
-        return await run_in_threadpool(service.predict, data, name, fields, thresholds[-1] if thresholds else None)
+        return await run_in_threadpool(service.predict, data, name, fields, thresholds[-1] if thresholds else None,
+                                       preview)
 
     features = {f["name"]: f for f in service.info.model_dump()["clinical_features"]}
     params = [
@@ -210,6 +240,10 @@ def _predict_endpoint(service: _Service):
         inspect.Parameter("score_threshold", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
                           default=Form(None, description="keep detections scoring at least this (0..1); "
                                                          "default: min_score")),
+        inspect.Parameter("preview", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[bool],
+                          default=Form(None, description="true: also return the image as the model read it "
+                                                         "(PNG data URL, long side <= 1024), for clients that "
+                                                         "cannot decode DICOM or 16-bit files; off by default")),
     ]
     for i, (name, feature) in enumerate(features.items()):
         if feature["kind"] == "number":
@@ -259,8 +293,8 @@ def create_app(cfg, *, max_upload_mb: float = 64, api_key: Optional[str] = None)
         """Classes, masks/ellipses, score defaults and the clinical fields (units, plausible ranges)."""
         return service.info
 
-    app.post("/api/predict", response_model=Prediction, dependencies=guarded, responses=_ERRORS, tags=["model"],
-             summary="Detect findings on one X-ray")(_predict_endpoint(service))
+    app.post("/api/predict", response_model=Prediction, response_model_exclude_unset=True, dependencies=guarded,
+             responses=_ERRORS, tags=["model"], summary="Detect findings on one X-ray")(_predict_endpoint(service))
 
     @app.get("/", include_in_schema=False)
     def page():

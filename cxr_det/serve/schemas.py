@@ -96,6 +96,8 @@ class Prediction(BaseModel):
                                                     description="per clinical feature; empty for image-only models")
     warnings: List[str] = Field(default_factory=list,
                                 description="unknown form fields, imputed or cleaned values, image-reading notes")
+    preview: Optional[str] = Field(default=None, description="only when the request asked for it (preview=true): "
+                                   "the image as the model read it, a PNG data URL, long side <= 1024")
 
 
 class ErrorResponse(BaseModel):

@@ -14,6 +14,14 @@
                         unknown_category: "unknown category", converted: "converted" };
   const PREVIEW_TYPES = /^image\/(png|jpeg|gif|webp|bmp)$/;
 
+  // Whether a PNG file stores 16 bits per sample (IHDR bit depth, byte 24): browsers show
+  // such X-rays with their own, often wrong, reduction to 8 bits.
+  async function isSixteenBitPng(file) {
+    if (!/\.png$/i.test(file.name)) return false;
+    const head = new Uint8Array(await file.slice(0, 25).arrayBuffer());
+    return head.length === 25 && head[24] === 16;
+  }
+
   const state = {
     model: null,        // GET /api/model
     apiKey: "",
@@ -241,6 +249,9 @@
     // Ask for everything down to the lowest score the API gives: the slider filters locally.
     const low = typeof state.model.min_score === "number" ? state.model.min_score : 0;
     form.append("score_threshold", String(low));
+    // Browsers decode PNG and JPEG (8-bit) themselves; for DICOM, TIFF or a 16-bit PNG the page
+    // asks the server for its own rendering of the image (off by default: no pixels go back).
+    if (!/\.(png|jpe?g)$/i.test(state.file.name) || (await isSixteenBitPng(state.file))) form.append("preview", "true");
 
     const button = $("analyze");
     button.disabled = true;
