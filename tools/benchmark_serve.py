@@ -511,7 +511,10 @@ def main(argv=None):
                       "max_mib": round(max(b for _, b in rss) / 2**20, 1),
                       "growth_pct": round(100.0 * (end - start) / start, 2) if start else None,
                       "samples": [[n, round(b / 2**20, 2)] for n, b in rss]}
-        rss_report["flat"] = rss_report["growth_pct"] is not None and rss_report["growth_pct"] <= args.rss_tolerance
+        g = rss_report["growth_pct"]
+        rss_report["growing"] = g is None or g > args.rss_tolerance
+        rss_report["verdict"] = ("GROWING" if rss_report["growing"] else "flat" if g >= -args.rss_tolerance
+                                 else "shrinking, not growing")
     failed = sum(lv["failed"] for lv in levels) + (rss_report["failed"] if rss_report else 0)
 
     headers = ["what", "requests", "failed", "p50 ms", "p95 ms", "max ms", "req/s", "p50 / model p50", "cores busy"]
@@ -523,8 +526,10 @@ def main(argv=None):
     if rss_report:
         print(f"server RSS over {rss_report['requests']} requests ({args.rss_clients} clients): "
               f"{rss_report['start_mib']} -> {rss_report['end_mib']} MiB ({rss_report['growth_pct']:+.2f} %, "
-              f"max {rss_report['max_mib']} MiB; {'flat' if rss_report['flat'] else 'GROWING'} "
-              f"at <= {args.rss_tolerance:g} %), {rss_report['failed']} failed")
+              f"max {rss_report['max_mib']} MiB; {rss_report['verdict']}, tolerance {args.rss_tolerance:g} %), "
+              f"{rss_report['failed']} failed; after start-up {round(results['rss_after_start_bytes'] / 2**20, 1)} MiB, "
+              f"after each level: " + ", ".join(f"{lv['clients']} client(s) {lv['rss_after_bytes'] / 2**20:.1f}"
+                                               for lv in levels) + " MiB")
     if one:
         print(f"cores busy (CPU time / wall time): model alone here {model_cores}, server answering 1 client "
               f"{one['server_cores_busy']} (torch threads here {torch.get_num_threads()})")
