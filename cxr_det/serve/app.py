@@ -116,12 +116,19 @@ class _Service:
 
     def predict(self, data: bytes, name: str, fields: dict, threshold_text: Optional[str],
                 preview: bool = False) -> dict:
-        """One upload (its bytes and file name) and its other form fields -> the response dict.
+        """One upload (its bytes and file name) and its other form fields -> the response dict:
+        :meth:`prepare` then :meth:`infer`, on the calling thread.
 
         ``preview``: also return the image as the model read it (8-bit, display-windowed,
         long side at most :data:`PREVIEW_MAX_SIDE`) as a PNG data URL, for a client that cannot
         decode the upload itself (DICOM, 16-bit PNG/TIFF). Only on request: by default no
         pixel data goes back.
+        """
+        return self.infer(self.prepare(data, name, fields, threshold_text), name, preview)
+
+    def prepare(self, data: bytes, name: str, fields: dict, threshold_text: Optional[str]):
+        """Decode the upload and clean its clinical fields (any thread): ``(pixels, record,
+        threshold, warnings)`` for :meth:`infer`.
 
         Raises HTTPException 400 naming the file when it cannot be read as an image, or the
         field when ``score_threshold`` is not a number in 0..1.
@@ -153,6 +160,17 @@ class _Service:
                                     "not given in the form")
             warnings += clinical_io.clinical_warnings(record, text_fields, self.featurizer)
 
+        return pixels, record, threshold, warnings
+
+    def infer(self, prepared, name: str, preview: bool = False) -> dict:
+        """The model on what :meth:`prepare` returned -> the response dict.
+
+        Called on the event loop's thread (the process's main thread under uvicorn): torch's
+        intra-op threads use every core from there, but only about one from a thread-pool
+        thread (measured by tools/benchmark_serve.py: overhead 1.34 -> see README). The model
+        runs one image at a time per worker anyway; ``--workers`` adds parallel models.
+        """
+        pixels, record, threshold, warnings = prepared
         with self._lock:
             output = self.predictor(pixels, record)
         instances = output["instances"].to("cpu")
@@ -229,8 +247,9 @@ def _predict_endpoint(service: _Service):
             if key not in RESERVED_FIELDS:
                 values = form.getlist(key)
                 fields[key] = values[0] if len(values) == 1 else values
-        return await run_in_threadpool(service.predict, data, name, fields, thresholds[-1] if thresholds else None,
-                                       preview)
+        prepared = await run_in_threadpool(service.prepare, data, name, fields,
+                                           thresholds[-1] if thresholds else None)
+        return service.infer(prepared, name, preview)
 
     features = {f["name"]: f for f in service.info.model_dump()["clinical_features"]}
     params = [
