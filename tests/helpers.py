@@ -4,6 +4,8 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
+CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
 
 # Tiny images, 2-image batches, no data-loader workers, no plots: a few seconds per run on CPU.
 SMALL_TRAIN_OPTS = [
@@ -25,3 +27,15 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def train_tiny_run(config, root, out, extra=()):
+    """Train ``config`` for 3 iterations on the dataset root ``root`` into ``out`` through
+    ``tools/train_net.py`` (no evaluation), for tests that need a trained run; returns ``out``."""
+    from cxr_det.engine import argument_parser
+
+    args = argument_parser().parse_args(
+        ["--config-file", str(config), "CXR.DATASET_ROOT", str(root), "OUTPUT_DIR", str(out),
+         *SMALL_TRAIN_OPTS, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", *[str(e) for e in extra]])
+    load_tool("train_net").main(args)
+    return out

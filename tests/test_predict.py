@@ -11,25 +11,11 @@ import torch
 
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
-from helpers import SMALL_TRAIN_OPTS, load_tool
+from helpers import CLINICAL_CONFIG, DEMO_CONFIG, load_tool, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
-CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
-SMALL = [*SMALL_TRAIN_OPTS, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()"]
 
 
-def _tool(name):
-    return load_tool(name)
-
-
-def _train(config, root, out, extra=()):
-    from cxr_det.engine import argument_parser
-
-    args = argument_parser().parse_args(["--config-file", str(config), "CXR.DATASET_ROOT", str(root),
-                                         "OUTPUT_DIR", str(out), *SMALL, *extra])
-    _tool("train_net").main(args)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clinical_run(data, tmp_path_factory):
-    return _train(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
+    return train_tiny_run(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +43,7 @@ def chexpert_layout(data, tmp_path_factory):
 
 
 def _predict(argv):
-    return _tool("predict").main([str(a) for a in argv])
+    return load_tool("predict").main([str(a) for a in argv])
 
 
 def test_same_file_names_in_different_folders_keep_their_own_outputs_and_records(clinical_run, chexpert_layout, tmp_path):
@@ -160,7 +146,7 @@ def test_dicom_source_model_reads_age_and_sex_from_the_dicom_header(clinical_run
 def test_mask_rcnn_masks_are_in_the_json(data, chexpert_layout, tmp_path):
     from pycocotools import mask as mask_util
 
-    run = _train(DEMO_CONFIG, data, tmp_path / "mask", ["MODEL.MASK_ON", "True"])
+    run = train_tiny_run(DEMO_CONFIG, data, tmp_path / "mask", ["MODEL.MASK_ON", "True"])
     out = tmp_path / "out"
     _predict(["--run", run, "--input", chexpert_layout / "patient00001", "--output", out,
               "--conf-threshold", "0.0"])

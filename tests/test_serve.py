@@ -19,25 +19,15 @@ from PIL import Image
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
 from cxr_det.data.synthetic.dicom_writer import write_dicom
-from helpers import SMALL_TRAIN_OPTS, load_tool
+from helpers import CLINICAL_CONFIG, DEMO_CONFIG, load_tool, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
-CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
-SMALL = [*SMALL_TRAIN_OPTS, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()"]
 # Every box the barely trained models produce is returned, so that outputs can be compared.
 ALL_BOXES = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _train(config, root, out, extra=()):
-    from cxr_det.engine import argument_parser
-
-    args = argument_parser().parse_args(["--config-file", str(config), "CXR.DATASET_ROOT", str(root),
-                                         "OUTPUT_DIR", str(out), *SMALL, *extra])
-    load_tool("train_net").main(args)
-    return out
 
 
 def _app(run, opts=ALL_BOXES, **kwargs):
@@ -56,12 +46,12 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clinical_run(data, tmp_path_factory):
-    return _train(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
+    return train_tiny_run(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
 
 
 @pytest.fixture(scope="module")
 def image_run(data, tmp_path_factory):
-    return _train(DEMO_CONFIG, data, tmp_path_factory.mktemp("runs") / "image_only")
+    return train_tiny_run(DEMO_CONFIG, data, tmp_path_factory.mktemp("runs") / "image_only")
 
 
 @pytest.fixture(scope="module")

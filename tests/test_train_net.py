@@ -7,7 +7,7 @@ import pytest
 
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
-from helpers import load_tool
+from helpers import SMALL_TRAIN_OPTS, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
@@ -26,21 +26,8 @@ def synthetic_root(tmp_path_factory):
 
 
 def _opts(root, out, extra=()):
-    return [
-        "CXR.DATASET_ROOT", str(root),
-        "OUTPUT_DIR", str(out),
-        "SOLVER.MAX_ITER", "3",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.CHECKPOINT_PERIOD", "1000",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)",
-        "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "128",
-        "INPUT.MAX_SIZE_TEST", "160",
-        "DATALOADER.NUM_WORKERS", "0",
-        "TEST.CXR_EVAL.PLOTS", "False",
-        *extra,
-    ]
+    return ["CXR.DATASET_ROOT", str(root), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3",
+            "SOLVER.CHECKPOINT_PERIOD", "1000", *SMALL_TRAIN_OPTS, "CXR.TRAIN.PLOT_CURVES", "True", *extra]
 
 
 def _run(train_net, argv):
