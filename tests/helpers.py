@@ -1,6 +1,7 @@
 """Shared by the tests: load a command-line tool of tools/ as a module (they are scripts, not
 a package), and the small-model training overrides the end-to-end tests use."""
 import importlib.util
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +40,11 @@ def train_tiny_run(config, root, out, extra=()):
          *SMALL_TRAIN_OPTS, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", *[str(e) for e in extra]])
     load_tool("train_net").main(args)
     return out
+
+
+def loopback_urlopen(url_or_request, timeout=5):
+    """``urllib.request.urlopen`` for a server of the test on 127.0.0.1, ignoring proxy
+    variables: urllib's global opener keeps the proxies it saw first (an offline test sets a
+    dead one), and a loopback server must never be reached through a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return opener.open(url_or_request, timeout=timeout)

@@ -3,6 +3,7 @@ FLOPs downloads nothing. Downloads are made to fail by an unreachable proxy and 
 torch hub cache, so these tests behave the same with or without network access."""
 import sys
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ def offline(monkeypatch, tmp_path):
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    # urllib builds its global opener, with the proxies of that moment, on first use: put the
+    # previous one back afterwards so the dead proxy does not outlive the test.
+    monkeypatch.setattr(urllib.request, "_opener", None)
 
 
 def test_failed_mobilenet_download_names_the_fix(offline, tmp_path):

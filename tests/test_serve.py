@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 import cxr_det  # noqa: F401
 from cxr_det.data.synthetic import make_reflacx
 from cxr_det.data.synthetic.dicom_writer import write_dicom
-from helpers import CLINICAL_CONFIG, DEMO_CONFIG, load_tool, train_tiny_run
+from helpers import CLINICAL_CONFIG, DEMO_CONFIG, load_tool, loopback_urlopen, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every box the barely trained models produce is returned, so that outputs can be compared.
@@ -358,7 +357,7 @@ def test_serve_tool_starts_two_workers_on_loopback(clinical_run):
         deadline, body = time.time() + 120, None
         while time.time() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2) as r:
+                with loopback_urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2) as r:
                     body = json.loads(r.read())
                 break
             except OSError:

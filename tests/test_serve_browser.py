@@ -31,11 +31,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import loopback_urlopen  # noqa: E402  (tests/ on the path when run as a script)
 
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-INSTALL_CHROMIUM = "apt-get update && apt-get install -y --no-install-recommends chromium (.ci/run does it)"
+INSTALL_CHROMIUM = "apt-get update && apt-get install -y --no-install-recommends chromium (make test does it)"
 # Lowest score the API returns for the test's server: the 3-iteration model's scores are low.
 MIN_SCORE = "0.01"
 VIEWPORT = {"width": 1280, "height": 960}
@@ -68,7 +69,7 @@ def free_port() -> int:
 
 def _get(url, headers=None, timeout=5):
     request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with loopback_urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
