@@ -22,7 +22,7 @@ interleaved with the 1-client requests, one model call after each request (``--s
 pauses around it), so that both see the same load on a shared machine. Overhead = p50
 latency at 1 client / p50 model time (target <= 1.3). "cores busy" = CPU time / wall time:
 of the model calls here, and of the server while it answers (at 1 client it is idle
-otherwise), which shows whether the server's model runs as parallel as the model alone. Server RSS (the process and its children: psutil if installed, else
+otherwise), which shows whether the server's model runs as parallel as the model alone. Server RSS (the process and its children, from
 ``/proc``) is sampled over ``--rss-requests`` requests; growth = end / start - 1.
 
 Prints one table and writes ``benchmark_serve.json`` (every latency, RSS sample, the
@@ -142,24 +142,7 @@ def free_port() -> int:
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants (uvicorn workers)."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            proc = psutil.Process(pid)
-            procs = [proc] + proc.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
+    """Resident bytes of ``pid`` and its descendants (uvicorn workers), from /proc (VmRSS)."""
     total = 0
     for p in _descendants(pid):
         try:
@@ -172,25 +155,7 @@ def tree_rss(pid: int) -> int:
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            proc = psutil.Process(pid)
-            procs = [proc] + proc.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for p in _descendants(pid):
@@ -553,20 +518,12 @@ def main(argv=None):
         "machine": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": load_end,
                     "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "httpx": httpx.__version__,
-                    "rss_source": "psutil" if _has_psutil() else "/proc"},
+                    "rss_source": "/proc"},
     }
     out = output / "benchmark_serve.json"
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print(f"written: {out}")
-
-
-def _has_psutil():
-    try:
-        import psutil  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 if __name__ == "__main__":
