@@ -9,3 +9,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_reflacx(tmp_path_factory):
+    """A 20-image synthetic REFLACX root (160 px) shared by the prediction and service tests."""
+    from cxr_det.data.synthetic import make_reflacx
+
+    root = tmp_path_factory.mktemp("tiny_reflacx")
+    make_reflacx(root, 20, seed=5, size=160)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clinical_run(tiny_reflacx, tmp_path_factory):
+    """The demo clinical config trained 3 iterations on :func:`tiny_reflacx` (read-only for tests)."""
+    from helpers import CLINICAL_CONFIG, train_tiny_run
+
+    return train_tiny_run(CLINICAL_CONFIG, tiny_reflacx, tmp_path_factory.mktemp("runs") / "tiny_clinical")

@@ -48,3 +48,12 @@ def loopback_urlopen(url_or_request, timeout=5):
     dead one), and a loopback server must never be reached through a proxy."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     return opener.open(url_or_request, timeout=timeout)
+
+
+def image(image_id, gt=(), preds=(), nf=None):
+    """An evaluation ``ImageBoxes`` from ``gt = [(box, cls)]`` and ``preds = [(box, score, cls)]``
+    (XYXY boxes); ``nf`` the model's own no-finding score, if any."""
+    from cxr_det.evaluation.matching import ImageBoxes
+
+    return ImageBoxes(image_id, [b for b, _ in gt], [c for _, c in gt], [b for b, _, _ in preds],
+                      [s for _, s, _ in preds], [c for _, _, c in preds], nf)

@@ -23,26 +23,12 @@ from cxr_det.evaluation.coco_protocol import coco_metrics, records_to_coco
 from cxr_det.evaluation.core import EvalOptions, evaluate_detections
 from cxr_det.evaluation.cxr_evaluator import CXRDetectionEvaluator, add_cxr_eval_config
 from cxr_det.evaluation.image_level import image_level_metrics, roc_auc
-from cxr_det.evaluation.matching import ImageBoxes
 from cxr_det.evaluation.protocols import froc_metrics, iobb_metrics, vinbigdata_metrics, with_no_finding
-from helpers import load_tool
+from helpers import image, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["A", "B", "C"]
 PNGS = ("pr_vinbigdata.png", "pr_iobb.png", "froc.png", "roc_image.png", "pr_image.png")
-
-
-def image(image_id, gt=(), preds=(), nf=None):
-    """ImageBoxes from ``gt = [(box, cls)]`` and ``preds = [(box, score, cls)]``."""
-    return ImageBoxes(
-        image_id,
-        [b for b, _ in gt],
-        [c for _, c in gt],
-        [b for b, _, _ in preds],
-        [s for _, s, _ in preds],
-        [c for _, _, c in preds],
-        nf,
-    )
 
 
 # Five images, classes A, B, C (see test_vinbigdata_voc_ap for the expected numbers).
@@ -131,6 +117,21 @@ FROC_IMAGES = [
     image(3, preds=[([0, 0, 10, 10], 0.4, 0)]),
     image(4, gt=[([30, 30, 40, 40], 0)]),
 ]
+
+
+def test_froc_luna16_rule_ignores_second_hits():
+    fps = (0.125, 0.25, 0.5, 1, 2, 4, 8)
+    one, _ = froc_metrics(FROC_IMAGES, ["A", "B"], fps=fps, rule="one_to_one")
+    luna, _ = froc_metrics(FROC_IMAGES, ["A", "B"], fps=fps, rule="luna16")
+    # overall, 4 lesions, 4 images. one_to_one: .9 TP .8 FP .7 TP .6 FP (second hit) .5 TP .4 FP
+    #   -> sens at 0.125: .25, at 0.25: .5, from 0.5 on: .75 -> CPM 4.5 / 7
+    assert one["CPM"] == pytest.approx(100 * 4.5 / 7)
+    # luna16: the .6 second hit is ignored: .9 TP .8 FP .7 TP .5 TP .4 FP
+    #   -> (0, .25), (.25, .25), (.25, .5), (.25, .75), (.5, .75): .25 at 0.125, then .75 -> CPM 4.75 / 7
+    assert luna["CPM"] == pytest.approx(100 * 4.75 / 7)
+    assert luna["sens@0.25"] == pytest.approx(75.0) and one["sens@0.25"] == pytest.approx(50.0)
+    with pytest.raises(ValueError):
+        froc_metrics(FROC_IMAGES, ["A", "B"], rule="camelyon")
 
 
 def test_froc_sensitivities():
@@ -291,7 +292,7 @@ def _assert_same(actual, expected):
 
 
 def test_coco_equals_pycocotools_and_faster_coco_eval():
-    pytest.importorskip("faster_coco_eval")
+    import faster_coco_eval  # noqa: F401  (an install requirement: the default COCO backend)
     from cxr_det.evaluation.coco_protocol import predictions_to_coco_results
 
     records, predictions = _coco_fixture()

@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import cxr_det  # noqa: F401
-from cxr_det.data.synthetic import make_reflacx
 from cxr_det.data.synthetic.dicom_writer import write_dicom
-from helpers import CLINICAL_CONFIG, DEMO_CONFIG, load_tool, loopback_urlopen, train_tiny_run
+from helpers import DEMO_CONFIG, load_tool, loopback_urlopen, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every box the barely trained models produce is returned, so that outputs can be compared.
@@ -37,25 +36,13 @@ def _app(run, opts=ALL_BOXES, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cxr")
-    make_reflacx(root, 20, seed=5, size=160)
-    return root
+def image_run(tiny_reflacx, tmp_path_factory):
+    return train_tiny_run(DEMO_CONFIG, tiny_reflacx, tmp_path_factory.mktemp("runs") / "image_only")
 
 
 @pytest.fixture(scope="module")
-def clinical_run(data, tmp_path_factory):
-    return train_tiny_run(CLINICAL_CONFIG, data, tmp_path_factory.mktemp("runs") / "clinical")
-
-
-@pytest.fixture(scope="module")
-def image_run(data, tmp_path_factory):
-    return train_tiny_run(DEMO_CONFIG, data, tmp_path_factory.mktemp("runs") / "image_only")
-
-
-@pytest.fixture(scope="module")
-def clinical_client(clinical_run):
-    return TestClient(_app(clinical_run))
+def clinical_client(tiny_clinical_run):
+    return TestClient(_app(tiny_clinical_run))
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +51,9 @@ def image_client(image_run):
 
 
 @pytest.fixture(scope="module")
-def xray(data):
+def xray(tiny_reflacx):
     """One synthetic chest X-ray (JPEG bytes) and its pixels."""
-    path = sorted((data / "mimic-cxr-jpg").rglob("*.jpg"))[0]
+    path = sorted((tiny_reflacx / "mimic-cxr-jpg").rglob("*.jpg"))[0]
     return path.read_bytes(), np.asarray(Image.open(path).convert("L"))
 
 
@@ -205,8 +192,8 @@ def test_monochrome1_dicom_gives_boxes_in_dicom_pixels(clinical_client, xray, tm
         assert boxes[:, 2].max() <= 150 and boxes[:, 3].max() <= pixels.shape[0]
 
 
-def test_dicom_source_model_takes_age_and_sex_from_the_header_and_echoes_no_tag(clinical_run, xray, tmp_path):
-    state = torch.load(clinical_run / "model_final.pth", map_location="cpu", weights_only=True)
+def test_dicom_source_model_takes_age_and_sex_from_the_header_and_echoes_no_tag(tiny_clinical_run, xray, tmp_path):
+    state = torch.load(tiny_clinical_run / "model_final.pth", map_location="cpu", weights_only=True)
     state["cxr_run"]["config"] = state["cxr_run"]["config"].replace("SOURCE: mimic-iv-ed", "SOURCE: dicom")
     torch.save(state, tmp_path / "model_dicom_source.pth")
     client = TestClient(_app(tmp_path / "model_dicom_source.pth"))
@@ -244,8 +231,8 @@ def test_not_an_image_is_400_naming_the_problem(clinical_client):
     assert response.status_code == 400 and "exactly one" in response.json()["detail"]
 
 
-def test_over_the_upload_limit_is_413(clinical_run, xray):
-    client = TestClient(_app(clinical_run, max_upload_mb=0.001))  # 1048 bytes
+def test_over_the_upload_limit_is_413(tiny_clinical_run, xray):
+    client = TestClient(_app(tiny_clinical_run, max_upload_mb=0.001))  # 1048 bytes
     content, _ = xray
     assert len(content) > 1100
     response = _post(client, content)
@@ -278,8 +265,8 @@ def test_uploads_over_a_mebibyte_are_never_spooled_to_disk(clinical_client, monk
     assert response.json()["image"] == {"width": 1100, "height": 1100}
 
 
-def test_api_key_guards_every_api_route_but_health(clinical_run, xray):
-    client = TestClient(_app(clinical_run, api_key="s3cret"))
+def test_api_key_guards_every_api_route_but_health(tiny_clinical_run, xray):
+    client = TestClient(_app(tiny_clinical_run, api_key="s3cret"))
     assert client.get("/api/health").status_code == 200
     for headers in ({}, {"X-API-Key": "wrong"}):
         assert client.get("/api/model", headers=headers).status_code == 401
@@ -328,13 +315,13 @@ def test_serve_tool_refuses_bad_arguments(tmp_path, capsys):
     assert args.host == "127.0.0.1" and args.port == 8000 and args.max_upload_mb == 64 and args.workers == 1
 
 
-def test_app_factory_builds_from_the_environment(clinical_run, monkeypatch):
+def test_app_factory_builds_from_the_environment(tiny_clinical_run, monkeypatch):
     from cxr_det.serve.app import SETTINGS_ENV, app_from_env
 
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     with pytest.raises(RuntimeError, match=SETTINGS_ENV):
         app_from_env()
-    monkeypatch.setenv(SETTINGS_ENV, json.dumps({"run": str(clinical_run), "opts": ALL_BOXES,
+    monkeypatch.setenv(SETTINGS_ENV, json.dumps({"run": str(tiny_clinical_run), "opts": ALL_BOXES,
                                                  "max_upload_mb": 1, "api_key": "k"}))
     client = TestClient(app_from_env())
     assert client.get("/api/model").status_code == 401
@@ -347,10 +334,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_serve_tool_starts_two_workers_on_loopback(clinical_run):
+def test_serve_tool_starts_two_workers_on_loopback(tiny_clinical_run):
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, str(ROOT / "tools/serve.py"), "--run", str(clinical_run),
+    process = subprocess.Popen([sys.executable, str(ROOT / "tools/serve.py"), "--run", str(tiny_clinical_run),
                                 "--port", str(port), "--workers", "2", "--log-level", "warning", "MODEL.DEVICE", "cpu"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
