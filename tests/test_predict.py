@@ -127,7 +127,8 @@ def test_dicom_source_model_reads_age_and_sex_from_the_dicom_header(tiny_clinica
     _predict(["--run", tmp_path / "model_dicom_source.pth", "--input", dicom.parent, "--output", out])
     clinical = json.loads((out / "a.json").read_text())["clinical"]
     assert clinical["raw"] == {"age": 65.0, "gender": "F"}  # before: "clinical": null
-    assert clinical["used"]["age"] == 65.0 and clinical["used"]["gender"] == "F"
+    assert clinical["used"]["age"]["value"] == 65.0 and clinical["used"]["gender"] == {
+        "raw": "F", "value": "F", "status": "ok"}
 
 
 def test_mask_rcnn_masks_are_in_the_json(tiny_reflacx, chexpert_layout, tmp_path):

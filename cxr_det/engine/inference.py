@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from cxr_det.data.clinical.cleaning import FEATURE_DESCRIPTIONS, clean_category, clean_numeric
+from cxr_det.data.clinical.cleaning import FEATURE_DESCRIPTIONS, FEATURE_RANGES, clean_category, clean_numeric
 from cxr_det.data.clinical.tables import load_clinical_csv
 from cxr_det.data.image_io import is_dicom
 from cxr_det.evaluation.image_level import image_scores
@@ -43,6 +43,9 @@ __all__ = [
     "output_stems",
     "dicom_clinical_record",
     "describe_inputs",
+    "clinical_feature_table",
+    "clinical_values_used",
+    "is_blank_value",
     "prediction_record",
 ]
 
@@ -196,12 +199,12 @@ def check_clinical_record(record: Optional[dict], featurizer, *, fields: bool = 
     if record is None:
         return ["no clinical record: every feature imputed"]
     problems = unknown_clinical_fields(record, featurizer) if fields else []
-    absent = [f for f in known if _is_blank(record.get(f))]
+    absent = [f for f in known if is_blank_value(record.get(f))]
     if absent:
         problems.append(f"missing: {', '.join(absent)} (imputed)")
     for name in numeric:
         raw = record.get(name)
-        if _is_blank(raw):
+        if is_blank_value(raw):
             continue
         value, events = clean_numeric(name, raw, featurizer.ranges, featurizer.celsius_range)
         if "non_numeric" in events:
@@ -218,7 +221,76 @@ def check_clinical_record(record: Optional[dict], featurizer, *, fields: bool = 
     return problems
 
 
-def _is_blank(value) -> bool:
+def _finite_or_none(value) -> Optional[float]:
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 3)
+
+
+def clinical_feature_table(featurizer) -> List[dict]:
+    """The model's clinical features (``GET /api/model`` of the service, ``predict.py --describe``) (``[]`` for ``featurizer`` None).
+
+    Numbers: ``{"name", "kind": "number", "unit", "min", "max" (plausible range; outside =
+    missing), "training_mean"}``; categories: ``{"name", "kind": "category", "unit",
+    "values" (the training vocabulary, sorted)}``.
+    """
+    if featurizer is None:
+        return []
+    out = []
+    for i, name in enumerate(featurizer.numeric):
+        bounds = featurizer.ranges.get(name) or FEATURE_RANGES.get(name)
+        mean = featurizer.mean[i] if featurizer.mean is not None else None
+        out.append({"name": name, "kind": "number", "unit": FEATURE_DESCRIPTIONS.get(name, ""),
+                    "min": float(bounds[0]) if bounds else None, "max": float(bounds[1]) if bounds else None,
+                    "values": None, "training_mean": _finite_or_none(mean)})
+    for name in featurizer.categorical:
+        vocab = sorted(str(v) for v in featurizer.vocab[name]) if featurizer.vocab else []
+        out.append({"name": name, "kind": "category", "unit": FEATURE_DESCRIPTIONS.get(name, ""),
+                    "min": None, "max": None, "values": vocab, "training_mean": None})
+    return out
+
+
+def _numeric_status(events) -> str:
+    if "non_numeric" in events:
+        return "not_a_number"
+    if "out_of_range" in events or "clipped" in events:
+        return "out_of_range"
+    if "blank" in events:
+        return "missing"
+    if {"celsius_to_fahrenheit", "range_mean", "lower_bound"} & set(events):
+        return "converted"
+    return "ok"
+
+
+def clinical_values_used(record: Optional[dict], featurizer) -> Dict[str, dict]:
+    """Per feature of the model: ``{"raw", "value", "status"}``, ``value`` cleaned as the
+    featurizer cleans it (None = missing, imputed) and ``status`` one of ``ok``, ``missing``,
+    ``not_a_number``, ``out_of_range``, ``unknown_category``, ``converted`` (Celsius, ranges,
+    "10+", case). ``{}`` for ``featurizer`` None."""
+    if featurizer is None:
+        return {}
+    record = record or {}
+    used = {}
+    for name in featurizer.numeric:
+        raw = record.get(name)
+        if is_blank_value(raw):
+            used[name] = {"raw": None, "value": None, "status": "missing"}
+            continue
+        value, events = clean_numeric(name, raw, featurizer.ranges, featurizer.celsius_range)
+        used[name] = {"raw": raw, "value": _finite_or_none(value), "status": _numeric_status(events)}
+    for name in featurizer.categorical:
+        raw = record.get(name)
+        category = clean_category(name, raw)
+        if category is None:
+            used[name] = {"raw": None if is_blank_value(raw) else raw, "value": None, "status": "missing"}
+        elif featurizer.vocab is not None and category not in featurizer.vocab[name]:
+            used[name] = {"raw": raw, "value": None, "status": "unknown_category"}
+        else:
+            status = "ok" if category == str(raw).strip() else "converted"
+            used[name] = {"raw": raw, "value": category, "status": status}
+    return used
+
+
+def is_blank_value(value) -> bool:
+    """Whether a raw clinical value is absent: None, NaN, or blank text."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
@@ -233,24 +305,21 @@ def dicom_clinical_record(path) -> Optional[dict]:
 
 
 def describe_inputs(class_names: Sequence[str], featurizer=None, source: str = "") -> str:
-    """A plain-text description of what the model takes and gives: classes, clinical fields
-    (unit, plausible range, training mean, vocabulary), for ``predict.py --describe``."""
+    """A plain-text description of what the model takes and gives, for ``predict.py
+    --describe``: classes, and the clinical fields of :func:`clinical_feature_table`."""
     lines = [f"classes ({len(class_names)}): " + ", ".join(class_names)]
     if featurizer is None:
         lines.append("clinical data: not used (image-only model)")
         return "\n".join(lines)
     lines.append(f"clinical data (source at training: {source or 'user'}); blank or absent = unknown, imputed:")
-    lines.append(f"  {'field':<12} {'type':<11} {'unit':<26} {'plausible range':<16} training mean")
-    for i, name in enumerate(featurizer.numeric):
-        unit = FEATURE_DESCRIPTIONS.get(name, "")
-        bounds = featurizer.ranges.get(name)
-        plaus = f"{bounds[0]:g}..{bounds[1]:g}" if bounds else "-"
-        mean = f"{featurizer.mean[i]:.1f}" if featurizer.mean is not None else "-"
-        lines.append(f"  {name:<12} {'number':<11} {unit:<26} {plaus:<16} {mean}")
-    for name in featurizer.categorical:
-        vocab = sorted(featurizer.vocab[name]) if featurizer.vocab else []
-        unit = FEATURE_DESCRIPTIONS.get(name, "")
-        lines.append(f"  {name:<12} {'category':<11} {unit:<26} values: {', '.join(map(str, vocab))}")
+    lines.append(f"  {'field':<12} {'type':<9} {'unit':<30} {'plausible range':<16} training mean / values")
+    for f in clinical_feature_table(featurizer):
+        if f["kind"] == "number":
+            plaus = f"{f['min']:g}..{f['max']:g}" if f["min"] is not None else "-"
+            mean = "-" if f["training_mean"] is None else f"{f['training_mean']:.1f}"
+            lines.append(f"  {f['name']:<12} {'number':<9} {f['unit']:<30} {plaus:<16} {mean}")
+        else:
+            lines.append(f"  {f['name']:<12} {'category':<9} {f['unit']:<30} {'-':<16} values: {', '.join(f['values'])}")
     lines.append("Give them as --clinical CSV (column file_name = path relative to --input, or the file name) "
                  "or JSON; DICOM inputs also give age and gender from PatientAge / PatientSex when the model "
                  "was trained with CXR.CLINICAL.SOURCE dicom.")
@@ -301,13 +370,9 @@ def prediction_record(key: str, instances, class_names: Sequence[str], height: i
         "image_scores": {name: round(float(per_class[0, c]), 4) for c, name in enumerate(class_names)},
     }
     if featurizer is not None:
-        values, categories = featurizer.clean(clinical_raw)
-        used = {n: (None if math.isnan(v) else round(float(v), 3)) for n, v in zip(featurizer.numeric, values)}
-        for name, category in zip(featurizer.categorical, categories):
-            known = featurizer.vocab is None or category in featurizer.vocab[name]
-            used[name] = category if known else None
-        raw = None if clinical_raw is None else {k: (None if _is_blank(v) else v) for k, v in clinical_raw.items()}
-        result["clinical"] = {"raw": raw, "used": used, "problems": list(clinical_problems)}
+        raw = None if clinical_raw is None else {k: (None if is_blank_value(v) else v) for k, v in clinical_raw.items()}
+        result["clinical"] = {"raw": raw, "used": clinical_values_used(clinical_raw, featurizer),
+                              "problems": list(clinical_problems)}
     return result
 
 

@@ -5,47 +5,23 @@ The same cleaning as training and ``tools/predict.py`` (:func:`clean_numeric`,
 record again through its featurizer), reported per feature with a status.
 """
 import io
-import math
 from pathlib import PurePath
 from typing import Dict, List, Optional, Tuple
 
-from cxr_det.data.clinical.cleaning import FEATURE_DESCRIPTIONS, FEATURE_RANGES, clean_category, clean_numeric
-from cxr_det.engine.inference import check_clinical_record, dicom_clinical_record
+from cxr_det.engine.inference import (
+    check_clinical_record,
+    clinical_feature_table,
+    clinical_values_used,
+    dicom_clinical_record,
+    is_blank_value,
+)
 
 __all__ = ["describe_features", "form_record", "dicom_header_values", "fill_from_header", "clinical_used",
            "clinical_warnings"]
 
-
-def _finite_or_none(value) -> Optional[float]:
-    return None if value is None or not math.isfinite(float(value)) else round(float(value), 3)
-
-
-def describe_features(featurizer) -> List[dict]:
-    """The model's clinical features for ``GET /api/model`` (``[]`` for ``featurizer`` None).
-
-    Numbers: ``{"name", "kind": "number", "unit", "min", "max" (plausible range; outside =
-    missing), "training_mean"}``; categories: ``{"name", "kind": "category", "unit",
-    "values" (the training vocabulary, sorted)}``.
-    """
-    if featurizer is None:
-        return []
-    out = []
-    for i, name in enumerate(featurizer.numeric):
-        bounds = featurizer.ranges.get(name) or FEATURE_RANGES.get(name)
-        mean = featurizer.mean[i] if featurizer.mean is not None else None
-        out.append({"name": name, "kind": "number", "unit": FEATURE_DESCRIPTIONS.get(name, ""),
-                    "min": float(bounds[0]) if bounds else None, "max": float(bounds[1]) if bounds else None,
-                    "values": None, "training_mean": _finite_or_none(mean)})
-    for name in featurizer.categorical:
-        vocab = sorted(str(v) for v in featurizer.vocab[name]) if featurizer.vocab else []
-        out.append({"name": name, "kind": "category", "unit": FEATURE_DESCRIPTIONS.get(name, ""),
-                    "min": None, "max": None, "values": vocab, "training_mean": None})
-    return out
-
-
-def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip())
+# The service's names for the engine's per-feature description and report.
+describe_features = clinical_feature_table
+clinical_used = clinical_values_used
 
 
 def form_record(fields: Dict[str, object], featurizer) -> Tuple[Optional[dict], Dict[str, object], List[str]]:
@@ -91,49 +67,10 @@ def fill_from_header(record: dict, header: Optional[dict], featurizer) -> Tuple[
     known = set(featurizer.numeric) | set(featurizer.categorical)
     merged = dict(record)
     for name, value in header.items():
-        if name in known and _blank(merged.get(name)) and not _blank(value):
+        if name in known and is_blank_value(merged.get(name)) and not is_blank_value(value):
             merged[name] = value
             filled.append(name)
     return merged, filled
-
-
-def _numeric_status(events) -> str:
-    if "non_numeric" in events:
-        return "not_a_number"
-    if "out_of_range" in events or "clipped" in events:
-        return "out_of_range"
-    if "blank" in events:
-        return "missing"
-    if {"celsius_to_fahrenheit", "range_mean", "lower_bound"} & set(events):
-        return "converted"
-    return "ok"
-
-
-def clinical_used(record: Optional[dict], featurizer) -> Dict[str, dict]:
-    """Per feature of the model: ``{"raw", "value", "status"}`` (see
-    :class:`cxr_det.serve.schemas.ClinicalValue`); ``{}`` for ``featurizer`` None."""
-    if featurizer is None:
-        return {}
-    record = record or {}
-    used = {}
-    for name in featurizer.numeric:
-        raw = record.get(name)
-        if _blank(raw):
-            used[name] = {"raw": None, "value": None, "status": "missing"}
-            continue
-        value, events = clean_numeric(name, raw, featurizer.ranges, featurizer.celsius_range)
-        used[name] = {"raw": raw, "value": _finite_or_none(value), "status": _numeric_status(events)}
-    for name in featurizer.categorical:
-        raw = record.get(name)
-        category = clean_category(name, raw)
-        if category is None:
-            used[name] = {"raw": None if _blank(raw) else raw, "value": None, "status": "missing"}
-        elif featurizer.vocab is not None and category not in featurizer.vocab[name]:
-            used[name] = {"raw": raw, "value": None, "status": "unknown_category"}
-        else:
-            status = "ok" if category == str(raw).strip() else "converted"
-            used[name] = {"raw": raw, "value": category, "status": status}
-    return used
 
 
 def clinical_warnings(record: dict, fields: Dict[str, object], featurizer) -> List[str]:
