@@ -357,3 +357,9 @@ def test_sigterm_from_a_cluster_saves_and_exits_143_with_data_loader_workers(syn
     assert proc.returncode == 143, log[-3000:]
     assert "SIGTERM received" in log and "checkpoint saved to" in log and "Traceback" not in log
     assert (out / (out / "last_checkpoint").read_text().strip()).is_file()
+
+
+def test_a_root_one_level_too_high_gets_the_right_root_suggested(synthetic_root, tmp_path):
+    # A new user makes the synthetic data in datasets/synthetic and leaves the default ./datasets.
+    with pytest.raises(DatasetCheckError, match="did you mean CXR_DATASETS=.*"):
+        _run(["--config-file", DEMO_CONFIG, *_opts(synthetic_root.parent, tmp_path / "out")])

@@ -65,6 +65,9 @@ def main():
     register_from_config(cfg)
     with open(args.input) as f:
         results = json.load(f)
+    if not results:
+        print(f"warning: {args.input} holds no predictions (an untrained or barely trained model?); "
+              "only the ground truth will show")
     by_image = defaultdict(list)
     for r in results:
         if r["score"] >= args.conf_threshold:

@@ -147,9 +147,11 @@ def check_datasets(cfg, training: bool = True):
                 + " (see datasets/README.md)"
             )
         if not any((root / folder).is_dir() for folder in DATASET_FOLDERS[family]):
+            nested = sorted(str(p.parent) for folder in DATASET_FOLDERS[family] for p in root.glob(f"*/{folder}"))
+            hint = f"; did you mean CXR_DATASETS={nested[0]}?" if nested else ""
             raise DatasetCheckError(
                 f"dataset {name}: {root} (from {how}) has no {' or '.join(DATASET_FOLDERS[family])} folder; "
-                f"it holds {sorted(p.name for p in root.iterdir())[:12]} (see datasets/README.md)"
+                f"it holds {sorted(p.name for p in root.iterdir())[:12]}{hint} (see datasets/README.md)"
             )
     for name in cfg.DATASETS.TEST:
         try:
