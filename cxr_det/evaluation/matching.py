@@ -12,6 +12,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from cxr_det.utils.boxes import box_ioa, box_iou
+
 __all__ = [
     "ImageBoxes",
     "Matches",
@@ -94,32 +96,12 @@ class Matches:
         )
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _intersection(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    lt = np.maximum(pred[:, None, :2], gt[None, :, :2])
-    rb = np.minimum(pred[:, None, 2:], gt[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    return wh[..., 0] * wh[..., 1]
-
-
-def box_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Intersection over union, (P, 4) x (G, 4) -> (P, G); 0 where the union is empty."""
-    inter = _intersection(pred, gt)
-    union = _area(pred)[:, None] + _area(gt)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def box_iobb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Intersection over the *predicted* box's area (MDF-Net's IoBB), (P, G); 0 for empty predictions.
 
     A small prediction lying inside a large ground-truth box scores 1.
     """
-    inter = _intersection(pred, gt)
-    area = np.broadcast_to(_area(pred)[:, None], inter.shape)
-    return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
+    return box_ioa(pred, gt)
 
 
 def center_inside(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
