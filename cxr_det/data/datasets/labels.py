@@ -82,54 +82,13 @@ MDF_NET_CLASSES = (
     "Pulmonary edema",
 )
 
-# VinDr-CXR Kaggle (VinBigData) class_id 0..13; 14 is "No finding".
-VINDR_KAGGLE_CLASSES = (
-    "Aortic enlargement",
-    "Atelectasis",
-    "Calcification",
-    "Cardiomegaly",
-    "Consolidation",
-    "ILD",
-    "Infiltration",
-    "Lung Opacity",
-    "Nodule/Mass",
-    "Other lesion",
-    "Pleural effusion",
-    "Pleural thickening",
-    "Pneumothorax",
-    "Pulmonary fibrosis",
+# VinDr-CXR's vocabularies live in cxr_det.formats.vindr_format; re-exported here for the
+# modules that still import them from this one (the config module, the synthetic VinDr
+# writer, tests/test_synthetic.py).
+from cxr_det.formats import NO_FINDING as VINDR_NO_FINDING  # noqa: E402
+from cxr_det.formats.vindr_format import (  # noqa: E402
+    VINDR_GLOBAL_LABELS,
+    VINDR_KAGGLE_CLASSES,
+    VINDR_LOCAL_LABELS,
+    VINDR_NO_FINDING_ID,
 )
-VINDR_NO_FINDING = "No finding"
-VINDR_NO_FINDING_ID = 14
-
-# All 22 local labels of the PhysioNet release.
-VINDR_LOCAL_LABELS = (
-    "Aortic enlargement",
-    "Atelectasis",
-    "Calcification",
-    "Cardiomegaly",
-    "Clavicle fracture",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Enlarged PA",
-    "ILD",
-    "Infiltration",
-    "Lung cavity",
-    "Lung cyst",
-    "Lung Opacity",
-    "Mediastinal shift",
-    "Nodule/Mass",
-    "Other lesion",
-    "Pleural effusion",
-    "Pleural thickening",
-    "Pneumothorax",
-    "Pulmonary fibrosis",
-    "Rib fracture",
-)
-
-# Global (image-level) labels of the PhysioNet release's image_labels_*.csv.
-VINDR_GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other diseases", "No finding")
-
-# The 5-class subset used by the VinDr RetinaNet seed.
-VINDR_5_CLASSES = ("Aortic enlargement", "Cardiomegaly", "ILD", "Infiltration", "Nodule/Mass")
