@@ -12,10 +12,20 @@ import logging
 import sys
 import types
 import warnings
+from collections import Counter
 
 import numpy as np
+from tabulate import tabulate
+from termcolor import colored
 
-__all__ = ["apply", "APPLIED", "MissingExtensionError", "has_compiled_extension"]
+__all__ = [
+    "apply",
+    "APPLIED",
+    "MissingExtensionError",
+    "has_compiled_extension",
+    "count_instances",
+    "log_class_histogram",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +134,46 @@ def _model_zoo_pkg_resources():
     return True
 
 
+def count_instances(dataset_dicts, num_classes):
+    """Number of non-crowd instances of each class, a list of ``num_classes`` ints.
+
+    Raises:
+        ValueError: a ``category_id`` outside ``0..num_classes - 1`` (names the file).
+    """
+    counts = Counter()
+    for record in dataset_dicts:
+        for anno in record.get("annotations", []):
+            if anno.get("iscrowd", 0):
+                continue
+            cid = anno["category_id"]
+            if not 0 <= cid < num_classes:
+                raise ValueError(
+                    f"{record.get('file_name', '?')}: category_id {cid} is outside 0..{num_classes - 1}"
+                )
+            counts[cid] += 1
+    return [counts[i] for i in range(num_classes)]
+
+
+def log_class_histogram(dataset_dicts, class_names):
+    """Log a table of instances per class, in place of detectron2's
+    ``print_instances_class_histogram`` (see :func:`_class_histogram_without_np_int`)."""
+    counts = count_instances(dataset_dicts, len(class_names))
+    rows = list(zip(class_names, counts)) + [("total", sum(counts))]
+    table = tabulate(rows, headers=["category", "#instances"], tablefmt="pipe", numalign="left")
+    logging.getLogger("detectron2.data.build").info(
+        f"Distribution of instances among all {len(class_names)} categories:\n" + colored(table, "cyan")
+    )
+
+
 def _class_histogram_without_np_int():
     """``print_instances_class_histogram`` uses ``np.int`` (removed in NumPy 1.24).
 
     detectron2 swallows the AttributeError, so the class histogram silently never
-    prints. Replaced by :func:`cxr_det.data.histogram.log_class_histogram`.
+    prints. Replaced by :func:`log_class_histogram`.
     """
     if hasattr(np, "int"):
         return False
     from detectron2.data import build
-
-    from cxr_det.data.histogram import log_class_histogram
 
     if build.print_instances_class_histogram is log_class_histogram:
         return False

@@ -1,20 +1,77 @@
-"""Config keys of cxr_det, all under ``cfg.CXR`` (see :func:`add_cxr_config`)."""
-import logging
+"""Every config key of cxr_det, defined once, with its meaning in a comment beside it.
 
-import torch
+Where keys go: everything cxr_det adds to detectron2's config lives under ``cfg.CXR``, except
+the evaluator's options, which sit with detectron2's own test options under
+``cfg.TEST.CXR_EVAL``. One ``add_*_config`` function per group, all in this module:
 
+====================================  =========================================================
+``add_dataset_config``                ``CXR.DATASET_ROOT``, ``CXR.REFLACX``, ``CXR.VINDR``:
+                                      which files, classes and reader mode a dataset name means
+``add_input_config``                  ``CXR.INPUT``: how pixels are read and augmented
+``add_mobilenet_config``              ``CXR.MOBILENET``: the MobileNetV3 backbone
+``add_clinical_config``               ``CXR.CLINICAL``: the clinical record and its features
+``add_fusion_config``                 ``CXR.FUSION``: how the clinical vector meets the image
+``add_training_control_config``       ``CXR.TRAIN``: validation loss, best checkpoint, early
+                                      stop, plateau schedule, curves
+``add_cxr_eval_config``               ``TEST.CXR_EVAL``: the chest X-ray evaluation protocols
+====================================  =========================================================
+
+:func:`add_cxr_config` calls them all. A new key goes into the function of its group, with a
+comment saying what it does, its unit and range. This module imports detectron2's config and
+:mod:`cxr_det.formats` (constants only) and nothing else, so reading or writing a config never
+loads the data, model or evaluation code. Adapting a config to the machine it runs on (CPU,
+no pretrained weights) is not done here: see :func:`cxr_det.engine.defaults.adapt_to_machine`.
+"""
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from cxr_det.data.clinical.config import add_clinical_config
-from cxr_det.data.datasets.labels import MDF_NET_CLASSES, VINDR_KAGGLE_CLASSES
-from cxr_det.evaluation.cxr_evaluator import add_cxr_eval_config
+from cxr_det.formats.mimic_iv_ed_format import MDF_NET_CLINICAL_CATEGORICAL, MDF_NET_CLINICAL_NUMERIC
+from cxr_det.formats.vindr_format import VINDR_KAGGLE_CLASSES
+
+MDF_NET_CLASSES = ("Enlarged cardiac silhouette", "Atelectasis", "Pleural abnormality", "Consolidation", "Pulmonary edema")  # TODO(lead): from reflacx_format
+
+__all__ = [
+    "add_cxr_config",
+    "add_dataset_config",
+    "add_input_config",
+    "add_mobilenet_config",
+    "add_clinical_config",
+    "add_fusion_config",
+    "add_training_control_config",
+    "add_cxr_eval_config",
+    "get_cxr_cfg",
+    "CLINICAL_NUMERIC",
+    "CLINICAL_CATEGORICAL",
+    "CXR_EVAL_PROTOCOLS",
+    "FROC_FPS",
+]
+
+# Default clinical features (MDF-Net's: age, the MIMIC-IV-ED triage vitals and acuity; gender).
+CLINICAL_NUMERIC = MDF_NET_CLINICAL_NUMERIC
+CLINICAL_CATEGORICAL = MDF_NET_CLINICAL_CATEGORICAL
+# The evaluation protocols of cxr_det.evaluation, in the order they run.
+CXR_EVAL_PROTOCOLS = ("coco", "vinbigdata", "iobb", "froc", "image")
+# False positives per image at which FROC sensitivity is read (the LUNA16 / CAMELYON16 points).
+FROC_FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def add_cxr_config(cfg):
-    """Add cxr_det's keys to a detectron2 config; call before ``merge_from_file``."""
+    """Add every key of cxr_det to a detectron2 config (``get_cfg()``); call before
+    ``merge_from_file``. Returns ``cfg``; every cxr_det key is (re)set to its default."""
+    cfg.CXR = CN()
+    add_dataset_config(cfg)
+    add_input_config(cfg)
+    add_mobilenet_config(cfg)
+    add_clinical_config(cfg)
+    add_fusion_config(cfg)
+    add_training_control_config(cfg)
+    add_cxr_eval_config(cfg)
+    return cfg
+
+
+def add_dataset_config(cfg):
+    """``CXR.DATASET_ROOT``, ``CXR.REFLACX``, ``CXR.VINDR``: what a registered dataset name reads."""
     _C = cfg
-    _C.CXR = CN()
     # Root holding reflacx/, mimic-cxr-jpg/, vindr-cxr/ ... as shipped. Empty: $CXR_DATASETS, else ./datasets.
     _C.CXR.DATASET_ROOT = ""
 
@@ -51,6 +108,12 @@ def add_cxr_config(cfg):
     # Fraction of the labelled training images held out as "val" (by a hash of image_id).
     _C.CXR.VINDR.VAL_FRACTION = 0.2
 
+    return cfg
+
+
+def add_input_config(cfg):
+    """``CXR.INPUT``: pixel scaling of every image read, and albumentations in training."""
+    _C = cfg
     _C.CXR.INPUT = CN()
     # albumentations transforms applied in training after reading the image, before
     # detectron2's augmentations: a list of {"name": <albumentations class>, <kwarg>: value}.
@@ -66,6 +129,12 @@ def add_cxr_config(cfg):
     # note in the log; False rejects them (an error naming the file).
     _C.CXR.INPUT.ALLOW_NO_FILE_META = True
 
+    return cfg
+
+
+def add_mobilenet_config(cfg):
+    """``CXR.MOBILENET``: torchvision's MobileNetV3 as a detectron2 backbone."""
+    _C = cfg
     _C.CXR.MOBILENET = CN()
     # torchvision MobileNetV3 variant: "small" or "large".
     _C.CXR.MOBILENET.VARIANT = "small"
@@ -74,49 +143,164 @@ def add_cxr_config(cfg):
     # Stages returned by build_mobilenetv3_backbone (the FPN builder uses MODEL.FPN.IN_FEATURES).
     _C.CXR.MOBILENET.OUT_FEATURES = ["res3", "res4", "res5"]
 
-    add_clinical_config(cfg)  # cfg.CXR.CLINICAL
-    from cxr_det.modeling.config import add_fusion_config  # here: it loads cxr_det.modeling
-
-    add_fusion_config(cfg)  # cfg.CXR.FUSION
-    add_cxr_eval_config(cfg)  # cfg.TEST.CXR_EVAL
-    from cxr_det.engine.config import add_training_control_config  # here: cxr_det.engine imports this module
-
-    add_training_control_config(cfg)  # cfg.CXR.TRAIN
     return cfg
 
 
-logger = logging.getLogger(__name__)
+def add_clinical_config(cfg):
+    """``CXR.CLINICAL``: where each image's clinical record comes from, and its features."""
+    _C = cfg.CXR
+    _C.CLINICAL = CN()
+    # Feed per-image clinical data (vitals, age, gender) to the model.
+    _C.CLINICAL.ENABLED = False
+    # Where the raw records come from: "mimic-iv-ed" (REFLACX joined to MIMIC-IV-ED triage and
+    # MIMIC-IV patients), "dicom" (VinDr: PatientAge/PatientSex of each DICOM header), or the
+    # path of a CSV with one row per image keyed by dicom_id (VinDr: image_id).
+    _C.CLINICAL.SOURCE = "mimic-iv-ed"
+    # Numeric features (record keys), cleaned, mean-imputed and normalised with training statistics.
+    _C.CLINICAL.NUMERIC = list(CLINICAL_NUMERIC)
+    # Categorical features; vocabularies learnt on the training split, index 0 = unknown.
+    _C.CLINICAL.CATEGORICAL = list(CLINICAL_CATEGORICAL)
+    # REFLACX: an image outside every ED stay of its patient is matched to the stay nearest in
+    # time if the gap is at most this many days (integer); 0 keeps only containing stays.
+    _C.CLINICAL.MATCH_WINDOW_DAYS = 7
+    # Normalisation statistics and vocabularies (JSON written by training). Empty: fit them on
+    # DATASETS.TRAIN and write OUTPUT_DIR/clinical_stats.json; they are also kept in checkpoints.
+    _C.CLINICAL.STATS_FILE = ""
+    # Embedding table size of each categorical feature (vocabulary + 1 for unknown). Filled from
+    # the statistics when training starts; stored in OUTPUT_DIR/config.yaml for evaluation.
+    _C.CLINICAL.CATEGORICAL_SIZES = []
+    return cfg
 
 
-def get_cxr_cfg(config_file=None, opts=(), *, builds_model=True):
-    """A config with cxr_det's keys, merged from ``config_file`` and ``opts``; not frozen.
+def add_fusion_config(cfg):
+    """``CXR.FUSION``: the clinical encoder and where its vector is fused with the image.
+
+    The fusion models are ``MODEL.META_ARCHITECTURE: ClinicalGeneralizedRCNN`` or
+    ``ClinicalRetinaNet``; with ``SPATIAL: none`` and ``ROI: False`` they are the stock models.
+    """
+    _C = cfg.CXR.FUSION = CN()
+    # Fusion of the clinical vector with every FPN level (MDF-Net "3D"): "none"; "concat"
+    # (concatenate the clinical map, then FUSE_DEPTH 3x3 convs back to the level's channels);
+    # "add" (clinical map projected to the level's channels and added); "film" (per-channel
+    # scale and shift, features * (1 + gamma) + beta, starting at gamma = beta = 0).
+    _C.SPATIAL = "none"
+    # How the clinical vector becomes a map: "tile" (the vector repeated at every position,
+    # HIDDEN_DIMS[-1] channels); "deconv" (a learned transposed-conv decoder to an 8x8 map of
+    # SPATIAL_CHANNELS channels, resized to each level; spatially varying scale/shift for "film").
+    _C.SPATIAL_DECODER = "tile"
+    # Channels of the clinical map made by the "deconv" decoder.
+    _C.SPATIAL_CHANNELS = 16
+    # Number of 3x3 convs after concatenation in "concat" mode (>= 1; ReLU between them).
+    _C.FUSE_DEPTH = 1
+    # Concatenate the clinical vector of each RoI's image to the box-head features before the
+    # box predictor (MDF-Net "1D"; R-CNN only, uses ClinicalStandardROIHeads).
+    _C.ROI = False
+    # Embedding size of each categorical feature in the clinical encoder.
+    _C.EMBED_DIM = 8
+    # Hidden layers of the clinical encoder's MLP (Linear + ReLU each); the clinical vector
+    # has HIDDEN_DIMS[-1] elements.
+    _C.HIDDEN_DIMS = [64, 64]
+    # Dropout after each hidden layer of the clinical encoder.
+    _C.DROPOUT = 0.0
+    return cfg
+
+
+def add_training_control_config(cfg):
+    """``CXR.TRAIN``: validation loss, best checkpoint, early stopping, plateau LR, curves."""
+    _C = cfg.CXR
+    _C.TRAIN = CN()
+    # Every TEST.EVAL_PERIOD iterations and after the last one, compute the training losses on
+    # DATASETS.TEST[0] (no augmentation, no gradients, BatchNorm statistics frozen) and log them
+    # as val_total_loss, val_loss_cls, ... beside the training losses (metrics.json, TensorBoard).
+    _C.TRAIN.VAL_LOSS = True
+    # Evaluation metric, as EvalHook logs it ("bbox/AP50", "froc/CPM", "vinbigdata/mAP40"; with
+    # several DATASETS.TEST prefixed by the dataset name), that picks OUTPUT_DIR/model_best.pth
+    # and drives early stopping and the plateau schedule. "" turns all three off.
+    _C.TRAIN.BEST_METRIC = "bbox/AP50"
+    # "max" if a larger BEST_METRIC is better (AP, CPM), "min" if smaller is (a loss).
+    _C.TRAIN.BEST_MODE = "max"
+    # An evaluation improves on the best so far only if it beats it by more than this
+    # (absolute, in BEST_METRIC's unit); used by early stopping and the plateau schedule.
+    _C.TRAIN.MIN_DELTA = 0.0
+    # Early stopping: end training once BEST_METRIC has not improved for this many evaluations
+    # in a row (the final evaluation and model_final.pth are still done); 0 = off.
+    _C.TRAIN.PATIENCE = 0
+
+    _C.TRAIN.PLATEAU = CN()
+    # Multiply the learning rate by FACTOR once BEST_METRIC has not improved for PATIENCE
+    # evaluations in a row (torch's ReduceLROnPlateau). It scales SOLVER's schedule (warmup,
+    # SOLVER.STEPS) rather than replacing it: leave SOLVER.STEPS empty for a plateau-only schedule.
+    _C.TRAIN.PLATEAU.ENABLED = False
+    # Factor applied to the learning rate at each plateau (< 1).
+    _C.TRAIN.PLATEAU.FACTOR = 0.1
+    # Evaluations without improvement that make a plateau (at least 1); counting restarts after each reduction.
+    _C.TRAIN.PLATEAU.PATIENCE = 2
+    # The learning rate is never reduced below this.
+    _C.TRAIN.PLATEAU.MIN_LR = 0.0
+
+    # At the end of training draw OUTPUT_DIR/metrics.json as training_losses.png (training and
+    # validation losses), training_metrics.png (evaluation metrics) and training_lr.png.
+    _C.TRAIN.PLOT_CURVES = True
+    return cfg
+
+
+def add_cxr_eval_config(cfg):
+    """``TEST.CXR_EVAL``: the options of :class:`cxr_det.evaluation.CXRDetectionEvaluator`."""
+    _C = cfg
+    _C.TEST.CXR_EVAL = CN()
+    # Protocols to compute: "coco" (AP, AP50, AP75, APs/m/l, per-class AP and AP50; bbox, and segm
+    # when the model predicts masks), "vinbigdata" (Kaggle VOC mAP with "No finding"), "iobb"
+    # (MDF-Net AP/AR with intersection over predicted box), "froc" (sensitivity at FPs per image),
+    # "image" (image-level AUC, AP, F1/F2 per class and for any abnormality).
+    _C.TEST.CXR_EVAL.PROTOCOLS = list(CXR_EVAL_PROTOCOLS)
+    # VinBigData: a prediction matches a GT box of its class when IoU is strictly above this.
+    _C.TEST.CXR_EVAL.VINBIGDATA_IOU = 0.4
+    # VinBigData matching: "voc" (the PASCAL VOC devkit's, as the Kaggle metric and the map-boxes
+    # package: a detection whose best-IoU GT box is taken is a false positive) or "greedy" (it takes
+    # the best still-free GT box instead; not the reference, higher with overlapping readers' boxes).
+    _C.TEST.CXR_EVAL.VINBIGDATA_MATCHING = "voc"
+    # MDF-Net: a prediction matches when intersection / (predicted box area) >= this.
+    _C.TEST.CXR_EVAL.IOBB_THRESHOLD = 0.5
+    # MDF-Net: predictions kept per image and class, by score (their COCOeval used 10); 0 keeps all.
+    _C.TEST.CXR_EVAL.IOBB_MAX_DETS = 10
+    # FROC: false positives per image at which lesion sensitivity is read; CPM is their mean.
+    _C.TEST.CXR_EVAL.FROC_FPS = list(FROC_FPS)
+    # FROC hit criterion: "iou" (IoU >= FROC_IOU) or "center" (predicted box centre inside the GT box).
+    _C.TEST.CXR_EVAL.FROC_CRITERION = "iou"
+    # FROC IoU for a hit. 0.3 rather than 0.5: lesion extents on radiographs are vague and
+    # readers disagree on them, and FROC asks whether the lesion was found, not how tightly boxed.
+    _C.TEST.CXR_EVAL.FROC_IOU = 0.3
+    # FROC duplicates: "one_to_one" (a second hit of an already found lesion is a false positive)
+    # or "luna16" (the LUNA16 / CAMELYON16 rule, as MONAI's FROC: it is ignored).
+    _C.TEST.CXR_EVAL.FROC_RULE = "one_to_one"
+    # Image-level decision thresholds on the image score (highest box score of the class):
+    # one value for all, one per class, or one per class followed by one for "any".
+    _C.TEST.CXR_EVAL.IMAGE_THRESHOLDS = [0.5]
+    # Write PNG curves (precision-recall, FROC, ROC) next to metrics.json.
+    _C.TEST.CXR_EVAL.PLOTS = True
+    # Run COCOeval through faster-coco-eval when installed (same numbers, faster); else pycocotools.
+    _C.TEST.CXR_EVAL.USE_FASTER_COCO_EVAL = True
+    # Bootstrap resamples of the images for 95% confidence intervals of AP50, mAP@0.4, CPM and AUC
+    # (a "bootstrap" results table); 0 = off, as during training (tools/evaluate.py uses 1000).
+    _C.TEST.CXR_EVAL.BOOTSTRAP = 0
+    # Seed of the bootstrap resampling (same seed, same intervals).
+    _C.TEST.CXR_EVAL.BOOTSTRAP_SEED = 0
+    return cfg
+
+
+def get_cxr_cfg(config_file=None, opts=()):
+    """A detectron2 config with cxr_det's keys, merged from ``config_file`` then ``opts``; not
+    frozen and not adapted to this machine (see :func:`cxr_det.engine.defaults.adapt_to_machine`).
 
     Args:
         config_file: YAML path (``_BASE_`` allowed), or None for the defaults.
         opts: ``[KEY, VALUE, ...]`` overrides, applied after the file.
-        builds_model: adapt the config to this machine (:func:`adapt_to_device`) and to
-            missing pretrained weights (:func:`cxr_det.modeling.scratch.adapt_for_scratch`). Tools
-            that only read data pass False, so they stay quiet about devices.
+
+    Raises:
+        KeyError: a key of the file or of ``opts`` that the config does not have (detectron2).
     """
-    cfg = get_cfg()
-    add_cxr_config(cfg)
+    cfg = add_cxr_config(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
-    if builds_model:
-        from cxr_det.modeling.scratch import adapt_for_scratch  # here, as add_cxr_config: it loads cxr_det.modeling
-
-        adapt_for_scratch(cfg)  # no pretrained weights: a ResNet that trains from scratch (one warning)
-        adapt_to_device(cfg)
-    return cfg
-
-
-def adapt_to_device(cfg):
-    """Run a GPU config on a machine without CUDA: CPU device, AMP off (it asserts CUDA)."""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but CUDA is not available: using cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
-        logger.warning("SOLVER.AMP.ENABLED needs CUDA; mixed precision turned off on cpu")
-        cfg.SOLVER.AMP.ENABLED = False
     return cfg

@@ -2,6 +2,17 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def fresh_dataset_catalog():
+    """Each test starts and ends without cxr_det's dataset names registered: a name means one
+    set of options per process, and tests register theirs with their own roots."""
+    from cxr_det.data import unregister_cxr_datasets
+
+    unregister_cxr_datasets()
+    yield
+    unregister_cxr_datasets()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors gain nothing from intra-op threads, which stall when the cores are busy."""
@@ -14,7 +25,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_reflacx(tmp_path_factory):
     """A 20-image synthetic REFLACX root (160 px) shared by the prediction and service tests."""
-    from cxr_det.data.synthetic import make_reflacx
+    from cxr_det.synthetic import make_reflacx
 
     root = tmp_path_factory.mktemp("tiny_reflacx")
     make_reflacx(root, 20, seed=5, size=160)

@@ -57,3 +57,12 @@ def image(image_id, gt=(), preds=(), nf=None):
 
     return ImageBoxes(image_id, [b for b, _ in gt], [c for _, c in gt], [b for b, _, _ in preds],
                       [s for _, s, _ in preds], [c for _, _, c in preds], nf)
+
+
+def model_cfg(config_file=None, opts=()):
+    """A config as the tools that build a model load it: merged, then adapted to this machine
+    (CPU, no pretrained weights)."""
+    from cxr_det.config import get_cxr_cfg
+    from cxr_det.engine import adapt_to_machine
+
+    return adapt_to_machine(get_cxr_cfg(config_file, opts))

@@ -11,10 +11,10 @@ import pytest
 import cxr_det  # noqa: F401  (compatibility fixes before detectron2)
 from detectron2.config import get_cfg
 
+from cxr_det.config import add_clinical_config
 from cxr_det.data.clinical import (
     ClinicalFeaturizer,
     NotFittedError,
-    add_clinical_config,
     attach_clinical,
     load_clinical_csv,
     load_clinical_table,
@@ -24,7 +24,7 @@ from cxr_det.data.clinical import (
     vindr_clinical_from_dicom,
 )
 from cxr_det.data.datasets.common import DatasetFormatError
-from cxr_det.data.synthetic.dicom_writer import write_dicom
+from cxr_det.synthetic.dicom_writer import write_dicom
 
 FEATURES_LOGGER = "cxr_det.data.clinical.features"
 CXR_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",

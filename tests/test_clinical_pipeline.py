@@ -7,9 +7,9 @@ import cxr_det  # noqa: F401
 from detectron2.data import DatasetCatalog
 
 from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer, prepare_clinical
-from cxr_det.data.datasets.builtin import register_all_defaults, register_from_config
+from cxr_det.data import register_from_config, unregister_cxr_datasets
 from cxr_det.data.mapper import CXRDatasetMapper
-from cxr_det.data.synthetic import make_reflacx
+from cxr_det.synthetic import make_reflacx
 from cxr_det.engine import get_cxr_cfg
 
 
@@ -26,7 +26,7 @@ def cfg(root, tmp_path):
                              "DATASETS.TRAIN", "('reflacx_train',)", "DATASETS.TEST", "('reflacx_val',)"])
     register_from_config(cfg)
     yield cfg
-    register_all_defaults()
+    unregister_cxr_datasets()
 
 
 def test_records_carry_raw_clinical_and_stats_come_from_train(cfg, tmp_path):

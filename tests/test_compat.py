@@ -8,6 +8,7 @@ import torch
 
 import cxr_det
 from cxr_det import compat
+from helpers import model_cfg
 
 
 def test_every_fix_is_a_no_op_the_second_time():
@@ -110,7 +111,7 @@ def test_class_histogram_is_logged(caplog):
         logger.propagate = old
     text = caplog.text
     assert "cardiomegaly" in text and "nodule" in text
-    from cxr_det.data.histogram import count_instances
+    from cxr_det.compat import count_instances
 
     assert count_instances(dicts, 2) == [1, 2]
     with pytest.raises(ValueError, match="category_id 5"):
@@ -156,9 +157,7 @@ def test_checkpoint_with_numpy_loads(tmp_path):
 
 
 def test_amp_is_turned_off_on_cpu():
-    from cxr_det.engine import get_cxr_cfg
-
-    cfg = get_cxr_cfg(opts=["SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cpu"])
+    cfg = model_cfg(opts=["SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cpu"])
     assert cfg.SOLVER.AMP.ENABLED is False
     assert cxr_det.__version__
 

@@ -8,6 +8,7 @@ import cxr_det.modeling  # noqa: F401
 from detectron2.modeling import build_model
 
 from cxr_det.engine import class_head_key, get_cxr_cfg
+from helpers import model_cfg
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml") if not p.name.startswith("Base-"))
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
 def test_config_builds(path):
-    cfg = get_cxr_cfg(str(path), ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False", "MODEL.DEVICE", "cpu"])
+    cfg = model_cfg(str(path), ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False", "MODEL.DEVICE", "cpu"])
     dataset = cfg.DATASETS.TRAIN[0].split("_")[0]
     classes = cfg.CXR.REFLACX.CLASSES if dataset == "reflacx" else cfg.CXR.VINDR.CLASSES
     assert cfg.MODEL[class_head_key(cfg)].NUM_CLASSES == len(classes)

@@ -21,7 +21,8 @@ from pycocotools.cocoeval import COCOeval
 
 from cxr_det.evaluation.coco_protocol import coco_metrics, records_to_coco
 from cxr_det.evaluation.core import EvalOptions, evaluate_detections
-from cxr_det.evaluation.cxr_evaluator import CXRDetectionEvaluator, add_cxr_eval_config
+from cxr_det.config import add_cxr_eval_config
+from cxr_det.evaluation.cxr_evaluator import CXRDetectionEvaluator
 from cxr_det.evaluation.image_level import image_level_metrics, roc_auc
 from cxr_det.evaluation.protocols import froc_metrics, iobb_metrics, vinbigdata_metrics, with_no_finding
 from helpers import image, load_tool

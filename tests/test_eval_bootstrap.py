@@ -142,7 +142,7 @@ def test_paired_comparison_same_and_better_predictions():
 def test_evaluator_bootstrap_option_and_config_keys():
     from detectron2.config import get_cfg
 
-    from cxr_det.evaluation.cxr_evaluator import add_cxr_eval_config
+    from cxr_det.config import add_cxr_eval_config
 
     cfg = get_cfg()
     add_cxr_eval_config(cfg)

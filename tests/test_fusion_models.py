@@ -13,7 +13,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from cxr_det import add_cxr_config
-from cxr_det.modeling import ClinicalEncoder, ClinicalSpatialFusion, ClinicalStandardROIHeads, add_fusion_config
+from cxr_det.config import add_fusion_config
+from cxr_det.modeling import ClinicalEncoder, ClinicalSpatialFusion, ClinicalStandardROIHeads
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HEIGHT, WIDTH = 64, 80

@@ -74,7 +74,7 @@ def test_albumentations_keep_boxes_and_masks_on_the_lesion(tmp_path, specs):
 
 
 def test_inference_mapper_reads_dicom_and_drops_annotations(tmp_path):
-    from cxr_det.data.synthetic.dicom_writer import write_dicom
+    from cxr_det.synthetic.dicom_writer import write_dicom
 
     record = _record(tmp_path)
     pixels = cv2.imread(record["file_name"], cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
@@ -115,7 +115,7 @@ def test_mapper_reads_pixels_by_the_configured_scaling_rule(tmp_path):
     images = {}
     for rule in ("auto", "percentile"):
         cfg = get_cxr_cfg(None, ["CXR.INPUT.SCALING", rule, "CXR.INPUT.PERCENTILES", "[10.0, 90.0]",
-                                 "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "200"], builds_model=False)
+                                 "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "200"])
         mapper = CXRDatasetMapper(cfg, is_train=False)
         images[rule] = mapper(record)["image"][0].numpy()
         expected = read_image(path, cfg.INPUT.FORMAT, scaling=rule, percentiles=(10.0, 90.0))[:, :, 0]

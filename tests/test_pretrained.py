@@ -12,9 +12,8 @@ import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 from detectron2.modeling import build_model
 
-from cxr_det.engine import get_cxr_cfg
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
-from helpers import load_tool
+from helpers import load_tool, model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILENET_CONFIG = ROOT / "configs/REFLACX/faster_rcnn_MNv3_FPN.yaml"  # CXR.MOBILENET.PRETRAINED True
@@ -37,7 +36,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_failed_mobilenet_download_names_the_fix(offline, tmp_path):
-    cfg = get_cxr_cfg(str(MOBILENET_CONFIG))
+    cfg = model_cfg(str(MOBILENET_CONFIG))
     assert cfg.CXR.MOBILENET.PRETRAINED
     with pytest.raises(RuntimeError) as info:
         build_model(cfg)
@@ -49,7 +48,7 @@ def test_failed_mobilenet_download_names_the_fix(offline, tmp_path):
 
 
 def test_failed_weights_download_names_the_fix():
-    cfg = get_cxr_cfg(str(R50_CONFIG))
+    cfg = model_cfg(str(R50_CONFIG))
     message = str(explain_download_error(urllib.error.URLError("Name or service not known"), cfg))
     assert "MODEL.WEIGHTS asks for (detectron2://ImageNetPretrained/MSRA/R-50.pkl)" in message
     assert "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl" in message
@@ -60,7 +59,7 @@ def test_failed_weights_download_names_the_fix():
 
 
 def test_failed_download_lists_every_download_of_the_config():
-    cfg = get_cxr_cfg(str(MOBILENET_CONFIG), ["MODEL.WEIGHTS", "https://example.org/cxr/model.pth"])
+    cfg = model_cfg(str(MOBILENET_CONFIG), ["MODEL.WEIGHTS", "https://example.org/cxr/model.pth"])
     message = str(explain_download_error(OSError("timed out"), cfg))
     assert "MODEL.WEIGHTS /path/to/model.pth" in message
     assert "CXR.MOBILENET.PRETRAINED False" in message
@@ -83,7 +82,7 @@ def test_analyze_model_counts_without_downloading(offline, monkeypatch, capsys):
 
 def test_train_net_offline_with_model_zoo_weights_names_the_fix(offline, monkeypatch, tmp_path):
     """The user's path: an R50 config whose MODEL.WEIGHTS is detectron2:// with no network."""
-    from cxr_det.data.synthetic import make_reflacx
+    from cxr_det.synthetic import make_reflacx
     from cxr_det.engine import Trainer, argument_parser, setup
 
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "fvcore_cache"))

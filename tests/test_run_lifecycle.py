@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cxr_det  # noqa: F401
-from cxr_det.data.synthetic import make_reflacx
+from cxr_det.synthetic import make_reflacx
 from cxr_det.engine import (
     CheckpointMismatchError,
     DatasetCheckError,
@@ -150,7 +150,7 @@ def test_missing_dataset_root_says_so(tmp_path):
 
 
 def test_vindr_test_on_the_kaggle_copy_fails_before_training(tmp_path):
-    from cxr_det.data.synthetic import make_vindr
+    from cxr_det.synthetic import make_vindr
 
     make_vindr(tmp_path / "data", 12, seed=0, layout="kaggle", size=96)
     config = ROOT / "configs/VinDr/faster_rcnn_R_50_FPN_14cls.yaml"
@@ -297,7 +297,7 @@ def test_visualize_json_results_refuses_predictions_of_another_image_frame(tmp_p
     from cxr_det.engine import RunRecord, get_cxr_cfg
 
     config = ROOT / "configs/VinDr/retinanet_R_50_FPN_14cls.yaml"
-    trained = get_cxr_cfg(str(config), ["CXR.VINDR.IMAGE_CACHE", "png_256"], builds_model=False)
+    trained = get_cxr_cfg(str(config), ["CXR.VINDR.IMAGE_CACHE", "png_256"])
     run = tmp_path / "run"
     RunRecord(trained, ["Aortic enlargement"]).save(str(run))
     results = run / "inference/vindr_val/coco_instances_results.json"

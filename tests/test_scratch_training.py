@@ -14,10 +14,12 @@ import cxr_det.modeling  # noqa: F401
 from detectron2.config import get_cfg
 from detectron2.engine.train_loop import HookBase
 
-from cxr_det.config import add_cxr_config, adapt_to_device
-from cxr_det.data.synthetic import make_reflacx, make_vindr
-from cxr_det.engine import Trainer, argument_parser, get_cxr_cfg, setup
+from cxr_det.config import add_cxr_config
+from cxr_det.engine import adapt_to_device
+from cxr_det.synthetic import make_reflacx, make_vindr
+from cxr_det.engine import Trainer, argument_parser, setup
 from cxr_det.modeling.scratch import RESNET_BACKBONES, adapt_for_scratch, scratch_changes
+from helpers import model_cfg
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
@@ -94,7 +96,7 @@ def _switch_warnings(caplog):
 @pytest.mark.parametrize("config", R50_CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in R50_CONFIGS])
 def test_resnet_without_weights_switches_with_one_warning(config, caplog):
     with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
-        cfg = get_cxr_cfg(str(config), OFFLINE)
+        cfg = model_cfg(str(config), OFFLINE)
     warnings = _switch_warnings(caplog)
     assert len(warnings) == 1
     for key in ("MODEL.WEIGHTS", "MODEL.RESNETS.NORM 'FrozenBN' -> 'GN'", "MODEL.FPN.NORM '' -> 'GN'",
@@ -122,20 +124,20 @@ def _merged(config, opts):
 def test_mobilenet_configs_are_unchanged_from_scratch(config, caplog):
     """MobileNetV3's BatchNorm trains; the demo configs (their metrics) must stay as they were."""
     with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
-        cfg = get_cxr_cfg(str(config), OFFLINE)
+        cfg = model_cfg(str(config), OFFLINE)
     assert cfg == _merged(config, OFFLINE)
     assert not _switch_warnings(caplog)
 
 
 def test_no_switch_with_pretrained_weights():
     config = CONFIG_DIR / "REFLACX/faster_rcnn_R_50_FPN_3x.yaml"
-    cfg = get_cxr_cfg(str(config))
+    cfg = model_cfg(str(config))
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://")
     assert scratch_changes(cfg) == []
     assert cfg == _merged(config, [])
 
 
 def test_keys_set_by_the_user_are_kept():
-    cfg = get_cxr_cfg(str(CONFIG_DIR / "VinDr/retinanet_R_50_FPN_5cls.yaml"),
+    cfg = model_cfg(str(CONFIG_DIR / "VinDr/retinanet_R_50_FPN_5cls.yaml"),
                       ["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "SyncBN"])
     assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("BN", "SyncBN", 0)

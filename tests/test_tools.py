@@ -10,9 +10,9 @@ import torch
 
 import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
-from cxr_det.data.datasets.builtin import register_all_defaults
-from cxr_det.data.synthetic import make_reflacx
-from helpers import load_tool
+from cxr_det.data import unregister_cxr_datasets
+from cxr_det.synthetic import make_reflacx
+from helpers import load_tool, model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
@@ -27,7 +27,7 @@ def _run(name, argv, monkeypatch):
     try:
         return _tool(name).main()
     finally:
-        register_all_defaults()
+        unregister_cxr_datasets()
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +95,9 @@ def test_predict_on_dicom_gives_boxes_in_dicom_pixels(tmp_path, monkeypatch):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from cxr_det.data.synthetic.dicom_writer import write_dicom
-    from cxr_det.engine import get_cxr_cfg
-
-    cfg = get_cxr_cfg(str(DEMO_CONFIG))
+    from cxr_det.synthetic.dicom_writer import write_dicom
+    
+    cfg = model_cfg(str(DEMO_CONFIG))
     torch.manual_seed(0)
     model = build_model(cfg)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("random")

@@ -19,7 +19,7 @@ from detectron2.solver import LRMultiplier
 from detectron2.utils.events import EventStorage, JSONWriter, get_event_storage
 from fvcore.common.param_scheduler import ConstantParamScheduler
 
-from cxr_det.engine.config import add_training_control_config
+from cxr_det.config import add_cxr_config
 from cxr_det.engine.hooks import (
     BestMetricCheckpointer,
     EarlyStop,
@@ -297,8 +297,7 @@ def test_plot_tool(tmp_path):
 
 
 def test_config_places_the_hooks_after_eval_in_order(tmp_path):
-    cfg = get_cfg()
-    add_training_control_config(cfg)
+    cfg = add_cxr_config(get_cfg())
     cfg.merge_from_list([
         "DATASETS.TEST", "('val',)", "TEST.EVAL_PERIOD", "10", "OUTPUT_DIR", str(tmp_path),
         "CXR.TRAIN.PATIENCE", "3", "CXR.TRAIN.PLATEAU.ENABLED", "True", "CXR.TRAIN.BEST_METRIC", "froc/CPM",

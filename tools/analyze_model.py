@@ -17,7 +17,7 @@ import cxr_det.modeling  # noqa: F401
 from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis
 
-from cxr_det.engine import get_cxr_cfg
+from cxr_det.engine import adapt_to_machine, get_cxr_cfg
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cxr_cfg(args.config_file, args.opts)
+    cfg = adapt_to_machine(get_cxr_cfg(args.config_file, args.opts))
     # Counting needs the architecture, not its weights: no ImageNet download (MODEL.WEIGHTS is
     # never loaded here either).
     cfg.CXR.MOBILENET.PRETRAINED = False

@@ -23,14 +23,14 @@ import cxr_det  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from cxr_det.data.datasets.builtin import reflacx_options, vindr_options
+from cxr_det.data.datasets.builtin import dataset_options
 from cxr_det.data.datasets.common import SkipLog
 from cxr_det.data.datasets.labels import REFLACX_CERTAINTY_NAMES
 from cxr_det.data.datasets.reflacx import certainty_counts, certainty_rule, load_reflacx
 from cxr_det.data.datasets.vindr import load_vindr
 from cxr_det.engine import get_cxr_cfg
 
-LOADERS = {"reflacx": (load_reflacx, reflacx_options), "vindr": (load_vindr, vindr_options)}
+LOADERS = {"reflacx": load_reflacx, "vindr": load_vindr}
 # Dataset-dict annotation fields kept in the COCO annotations (detectron2 keeps only COCO's own).
 EXTRA_FIELDS = ("certainty", "readers")
 
@@ -65,9 +65,9 @@ def main():
     parser.add_argument("--output", required=True, help="COCO JSON file to write")
     args = parser.parse_args()
 
-    cfg = get_cxr_cfg(args.config_file or None, builds_model=False)
-    load, options_of = LOADERS[args.dataset]
-    options = options_of(cfg)
+    cfg = get_cxr_cfg(args.config_file or None)
+    load = LOADERS[args.dataset]
+    options = dataset_options(cfg, args.dataset)["registrar"]
     if args.classes:
         options["classes"] = args.classes
     if args.readers:

@@ -30,7 +30,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cxr_cfg(args.config_file or None, args.opts, builds_model=False)
+    cfg = get_cxr_cfg(args.config_file or None, args.opts)
     register_from_config(cfg)
     records = DatasetCatalog.get(args.dataset)
     class_names = MetadataCatalog.get(args.dataset).thing_classes

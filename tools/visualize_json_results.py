@@ -57,7 +57,7 @@ def main():
             cfg = record.config()
             cfg.merge_from_list(args.opts)
         else:
-            cfg = get_cxr_cfg(args.config_file or None, args.opts, builds_model=False)
+            cfg = get_cxr_cfg(args.config_file or None, args.opts)
         if record is not None:
             check_image_frame(cfg, record, args.input)
     except RunConfigError as e:

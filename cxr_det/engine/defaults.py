@@ -15,8 +15,9 @@ from cxr_det.config import get_cxr_cfg
 from cxr_det.data.clinical.pipeline import prepare_clinical
 from cxr_det.data.datasets.builtin import DATASET_FOLDERS, cxr_dataset_names, register_from_config
 from cxr_det.data.datasets.common import dataset_root
+from cxr_det.engine.machine import adapt_to_machine
 from cxr_det.engine.run import inference_config, set_aside_previous_run
-from cxr_det.modeling.config import fusion_enabled
+from cxr_det.modeling.fusion import fusion_enabled
 from cxr_det.modeling.meta_arch import ClinicalFusionMixin
 
 __all__ = [
@@ -65,7 +66,7 @@ def setup(args):
     else:
         if run:
             raise ValueError("--run is for --eval-only; to continue a training run use --resume with its config")
-        cfg = get_cxr_cfg(args.config_file, args.opts)
+        cfg = adapt_to_machine(get_cxr_cfg(args.config_file, args.opts))
     moved = None
     if not args.eval_only and not args.resume and comm.is_main_process():
         moved = set_aside_previous_run(cfg.OUTPUT_DIR)

@@ -29,7 +29,8 @@ import torch
 from detectron2.config import CfgNode
 
 import cxr_det
-from cxr_det.config import adapt_to_device, get_cxr_cfg
+from cxr_det.config import get_cxr_cfg
+from cxr_det.engine.machine import adapt_to_device, adapt_to_machine
 from cxr_det.data.datasets.common import DATASET_ROOT_ENV, dataset_root
 
 __all__ = [
@@ -164,7 +165,7 @@ class RunRecord:
 
     def config(self) -> CfgNode:
         """The training config as a full cxr_det config (unfrozen)."""
-        cfg = get_cxr_cfg(builds_model=False)
+        cfg = get_cxr_cfg()
         cfg.merge_from_other_cfg(CfgNode.load_cfg(self.state["config"]))
         return cfg
 
@@ -306,7 +307,7 @@ def inference_config(run: str = "", config_file: str = "", opts: Sequence[str] =
         checkpoint = find_checkpoint(run)
         logger.info(f"model weights: {checkpoint}")
     else:
-        checkpoint = get_cxr_cfg(config_file or None, opts, builds_model=False).MODEL.WEIGHTS
+        checkpoint = get_cxr_cfg(config_file or None, opts).MODEL.WEIGHTS
     if not checkpoint:
         raise RunConfigError(
             "no trained weights: give --run OUTPUT_DIR (or a checkpoint .pth), or MODEL.WEIGHTS <checkpoint>. "
@@ -324,13 +325,13 @@ def inference_config(run: str = "", config_file: str = "", opts: Sequence[str] =
                 f"{checkpoint} carries no run record (written by another tool or an older cxr_det); "
                 "give the config it was trained with (--config-file)"
             )
-        return get_cxr_cfg(config_file, opts + loading)
+        return adapt_to_machine(get_cxr_cfg(config_file, opts + loading))
 
     trained = record.config()
     theirs = _flatten(trained)
     model_keys = model_defining_keys(trained)
     if config_file:
-        cfg = get_cxr_cfg(config_file, builds_model=False)
+        cfg = get_cxr_cfg(config_file)
         ours = _flatten(cfg)
         taken = []
         for key in model_keys:

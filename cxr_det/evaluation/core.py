@@ -11,6 +11,7 @@ import numpy as np
 
 from detectron2.structures import BoxMode
 
+from cxr_det.config import CXR_EVAL_PROTOCOLS
 from cxr_det.data.datasets.common import SkipLog, box_problem
 
 from .bootstrap import bootstrap_intervals
@@ -30,7 +31,7 @@ __all__ = ["PROTOCOLS", "EvalOptions", "InputReport", "drop_bad_gt_boxes", "buil
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("coco", "vinbigdata", "iobb", "froc", "image")
+PROTOCOLS = CXR_EVAL_PROTOCOLS
 
 
 @dataclass(frozen=True)

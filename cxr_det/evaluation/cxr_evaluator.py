@@ -1,5 +1,5 @@
 """``CXRDetectionEvaluator``: every chest X-ray detection protocol in one detectron2 evaluator,
-and its config keys (``cfg.TEST.CXR_EVAL``)."""
+configured by ``cfg.TEST.CXR_EVAL`` (:func:`cxr_det.config.add_cxr_eval_config`)."""
 import copy
 import itertools
 import json
@@ -11,66 +11,20 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from detectron2.config import CfgNode as CN
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
 from .coco_protocol import predictions_to_coco_results, records_to_coco
-from .core import PROTOCOLS, EvalOptions, evaluate_detections
-from .protocols import DEFAULT_FROC_FPS
+from .core import EvalOptions, evaluate_detections
 
-__all__ = ["add_cxr_eval_config", "CXRDetectionEvaluator", "NO_FINDING_SCORE_KEY"]
+__all__ = ["CXRDetectionEvaluator", "NO_FINDING_SCORE_KEY"]
 
 logger = logging.getLogger(__name__)
 
 # Key of a model output dict holding the model's own probability that the image is normal.
 NO_FINDING_SCORE_KEY = "image_no_finding_score"
-
-
-def add_cxr_eval_config(cfg):
-    """Add ``cfg.TEST.CXR_EVAL``, the options of :class:`CXRDetectionEvaluator`."""
-    _C = cfg
-    _C.TEST.CXR_EVAL = CN()
-    # Protocols to compute: "coco" (AP, AP50, AP75, APs/m/l, per-class AP and AP50; bbox, and segm
-    # when the model predicts masks), "vinbigdata" (Kaggle VOC mAP with "No finding"), "iobb"
-    # (MDF-Net AP/AR with intersection over predicted box), "froc" (sensitivity at FPs per image),
-    # "image" (image-level AUC, AP, F1/F2 per class and for any abnormality).
-    _C.TEST.CXR_EVAL.PROTOCOLS = list(PROTOCOLS)
-    # VinBigData: a prediction matches a GT box of its class when IoU is strictly above this.
-    _C.TEST.CXR_EVAL.VINBIGDATA_IOU = 0.4
-    # VinBigData matching: "voc" (the PASCAL VOC devkit's, as the Kaggle metric and the map-boxes
-    # package: a detection whose best-IoU GT box is taken is a false positive) or "greedy" (it takes
-    # the best still-free GT box instead; not the reference, higher with overlapping readers' boxes).
-    _C.TEST.CXR_EVAL.VINBIGDATA_MATCHING = "voc"
-    # MDF-Net: a prediction matches when intersection / (predicted box area) >= this.
-    _C.TEST.CXR_EVAL.IOBB_THRESHOLD = 0.5
-    # MDF-Net: predictions kept per image and class, by score (their COCOeval used 10); 0 keeps all.
-    _C.TEST.CXR_EVAL.IOBB_MAX_DETS = 10
-    # FROC: false positives per image at which lesion sensitivity is read; CPM is their mean.
-    _C.TEST.CXR_EVAL.FROC_FPS = list(DEFAULT_FROC_FPS)
-    # FROC hit criterion: "iou" (IoU >= FROC_IOU) or "center" (predicted box centre inside the GT box).
-    _C.TEST.CXR_EVAL.FROC_CRITERION = "iou"
-    # FROC IoU for a hit. 0.3 rather than 0.5: lesion extents on radiographs are vague and
-    # readers disagree on them, and FROC asks whether the lesion was found, not how tightly boxed.
-    _C.TEST.CXR_EVAL.FROC_IOU = 0.3
-    # FROC duplicates: "one_to_one" (a second hit of an already found lesion is a false positive)
-    # or "luna16" (the LUNA16 / CAMELYON16 rule, as MONAI's FROC: it is ignored).
-    _C.TEST.CXR_EVAL.FROC_RULE = "one_to_one"
-    # Image-level decision thresholds on the image score (highest box score of the class):
-    # one value for all, one per class, or one per class followed by one for "any".
-    _C.TEST.CXR_EVAL.IMAGE_THRESHOLDS = [0.5]
-    # Write PNG curves (precision-recall, FROC, ROC) next to metrics.json.
-    _C.TEST.CXR_EVAL.PLOTS = True
-    # Run COCOeval through faster-coco-eval when installed (same numbers, faster); else pycocotools.
-    _C.TEST.CXR_EVAL.USE_FASTER_COCO_EVAL = True
-    # Bootstrap resamples of the images for 95% confidence intervals of AP50, mAP@0.4, CPM and AUC
-    # (a "bootstrap" results table); 0 = off, as during training (tools/evaluate.py uses 1000).
-    _C.TEST.CXR_EVAL.BOOTSTRAP = 0
-    # Seed of the bootstrap resampling (same seed, same intervals).
-    _C.TEST.CXR_EVAL.BOOTSTRAP_SEED = 0
-    return cfg
 
 
 def _json_default(obj):

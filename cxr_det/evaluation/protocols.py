@@ -21,6 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cxr_det.config import FROC_FPS
+from cxr_det.formats import NO_FINDING
+
 from .matching import ImageBoxes, Matches, average_precision, cumulative_counts, match_detections, precision_recall
 
 __all__ = [
@@ -38,10 +41,9 @@ __all__ = [
     "froc_metrics",
 ]
 
-NO_FINDING = "No finding"
 # The competition's box for "No finding" (ground truth of a normal image, and the prediction).
 NO_FINDING_BOX = (0.0, 0.0, 1.0, 1.0)
-DEFAULT_FROC_FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_FROC_FPS = FROC_FPS
 # VinBigData matching: "voc" (the devkit's, the Kaggle metric) or "greedy" (best still-free GT).
 VINBIGDATA_MATCHING = ("voc", "greedy")
 # FROC hit rule: "one_to_one" (a second hit of a found lesion is a FP) or "luna16" (ignored).

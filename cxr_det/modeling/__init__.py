@@ -1,7 +1,8 @@
-"""Models of cxr_det, registered in detectron2's registries on import."""
+"""Models of cxr_det. Importing this package registers them in detectron2's registries
+(``META_ARCH_REGISTRY``, ``ROI_HEADS_REGISTRY``, ``BACKBONE_REGISTRY``): the one explicit
+step that makes ``MODEL.META_ARCHITECTURE: ClinicalGeneralizedRCNN`` and friends resolvable."""
 from . import backbone  # noqa: F401
 from .clinical_encoder import ClinicalEncoder
-from .config import add_fusion_config
 from .fusion import ClinicalSpatialFusion
 from .meta_arch import ClinicalGeneralizedRCNN, ClinicalRetinaNet
 from .roi_heads import ClinicalStandardROIHeads
@@ -12,5 +13,4 @@ __all__ = [
     "ClinicalRetinaNet",
     "ClinicalSpatialFusion",
     "ClinicalStandardROIHeads",
-    "add_fusion_config",
 ]

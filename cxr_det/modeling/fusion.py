@@ -20,9 +20,30 @@ from torch import nn
 
 from detectron2.layers import ShapeSpec
 
-from cxr_det.modeling.config import SPATIAL_DECODERS, SPATIAL_MODES
+__all__ = [
+    "ClinicalSpatialFusion",
+    "ClinicalMapDecoder",
+    "SPATIAL_MODES",
+    "SPATIAL_DECODERS",
+    "fusion_enabled",
+    "clinical_vector_dim",
+]
 
-__all__ = ["ClinicalSpatialFusion", "ClinicalMapDecoder"]
+# Values of CXR.FUSION.SPATIAL and CXR.FUSION.SPATIAL_DECODER (cxr_det.config.add_fusion_config).
+SPATIAL_MODES = ("none", "concat", "add", "film")
+SPATIAL_DECODERS = ("tile", "deconv")
+
+
+def fusion_enabled(cfg) -> bool:
+    """Whether ``cfg.CXR.FUSION`` asks for any fusion (else the models are the stock ones)."""
+    return cfg.CXR.FUSION.SPATIAL != "none" or bool(cfg.CXR.FUSION.ROI)
+
+
+def clinical_vector_dim(cfg) -> int:
+    """Size of the clinical encoder's output vector, ``HIDDEN_DIMS[-1]``."""
+    if not cfg.CXR.FUSION.HIDDEN_DIMS:
+        raise ValueError("CXR.FUSION.HIDDEN_DIMS must list at least one layer width")
+    return int(cfg.CXR.FUSION.HIDDEN_DIMS[-1])
 
 
 def _resize(clinical_map: torch.Tensor, size) -> torch.Tensor:

@@ -20,7 +20,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, GeneralizedRCNN, RetinaNet
 
 from cxr_det.modeling.clinical_encoder import ClinicalEncoder
-from cxr_det.modeling.config import fusion_enabled
+from cxr_det.modeling.fusion import fusion_enabled
 from cxr_det.modeling.fusion import ClinicalSpatialFusion
 from cxr_det.modeling.roi_heads import ClinicalStandardROIHeads
 

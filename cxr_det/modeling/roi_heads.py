@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
-from cxr_det.modeling.config import clinical_vector_dim
+from cxr_det.modeling.fusion import clinical_vector_dim
 
 __all__ = ["ClinicalStandardROIHeads"]
 

@@ -5,36 +5,48 @@
 * :mod:`.cleaning`: parsing of dirty values, Celsius conversion, the per-feature ranges table.
 * :mod:`.features`: :class:`ClinicalFeaturizer` (cleaning, imputation, normalisation,
   vocabularies; statistics saved as JSON).
-* :mod:`.config`: :func:`add_clinical_config` (``cfg.CXR.CLINICAL``).
+* :mod:`.pipeline`: the clinical record attached to a registered dataset, and the fitted
+  featurizer of a run.
 
-Names are imported lazily so that ``add_clinical_config`` (called by ``import cxr_det``'s
-config code) does not load pandas and pydicom.
+The config keys are ``cfg.CXR.CLINICAL`` (:func:`cxr_det.config.add_clinical_config`).
 """
-import importlib
+from .cleaning import (
+    CELSIUS_RANGE,
+    DEFAULT_CATEGORICAL,
+    DEFAULT_NUMERIC,
+    FEATURE_RANGES,
+    clean_category,
+    clean_numeric,
+    parse_number,
+)
+from .features import ClinicalFeaturizer, NotFittedError
+from .tables import (
+    MATCH_KINDS,
+    TRIAGE_FIELDS,
+    attach_clinical,
+    load_clinical_csv,
+    load_clinical_table,
+    load_reflacx_clinical,
+    load_vindr_clinical,
+    vindr_clinical_from_dicom,
+)
 
-_EXPORTS = {
-    "config": ("add_clinical_config",),
-    "cleaning": (
-        "CELSIUS_RANGE", "DEFAULT_CATEGORICAL", "DEFAULT_NUMERIC", "FEATURE_RANGES", "clean_category",
-        "clean_numeric", "parse_number",
-    ),
-    "features": ("ClinicalFeaturizer", "NotFittedError"),
-    "tables": (
-        "MATCH_KINDS", "TRIAGE_FIELDS", "attach_clinical", "load_clinical_csv", "load_clinical_table",
-        "load_reflacx_clinical", "load_vindr_clinical", "vindr_clinical_from_dicom",
-    ),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "CELSIUS_RANGE",
+    "DEFAULT_CATEGORICAL",
+    "DEFAULT_NUMERIC",
+    "FEATURE_RANGES",
+    "MATCH_KINDS",
+    "TRIAGE_FIELDS",
+    "ClinicalFeaturizer",
+    "NotFittedError",
+    "attach_clinical",
+    "clean_category",
+    "clean_numeric",
+    "load_clinical_csv",
+    "load_clinical_table",
+    "load_reflacx_clinical",
+    "load_vindr_clinical",
+    "parse_number",
+    "vindr_clinical_from_dicom",
+]

@@ -1,96 +1,175 @@
-"""Register REFLACX and VinDr-CXR splits under the dataset root, like detectron2's builtin.py.
+"""Registration of the REFLACX and VinDr-CXR splits in detectron2's catalogs, explicitly.
 
-Names: ``reflacx_{train,val,test,all}`` and ``vindr_{train,val,test,all}``. They are
-registered with default options when :mod:`cxr_det.data` is imported (nothing is read
-until a split is requested), and re-registered from ``cfg.CXR`` by
-:func:`register_from_config`, so class set and reader mode are chosen in the YAML while
-the dataset names stay the standard ones.
+Names are ``reflacx_{train,val,test,all}`` and ``vindr_{train,val,test,all}``, as detectron2's
+``builtin.py`` names COCO's. Nothing is registered at import: a tool or script calls
+:func:`register_from_config` (what ``tools/train_net.py`` does) or
+:func:`register_cxr_datasets` (defaults), and nothing is read until a split is requested.
+
+A registered name means one thing. Its content is fully determined by the options it was
+registered with (dataset root, class set, reader mode, fusion IoU, certainty, image source or
+cache, validation fraction, clinical source), recorded in its metadata as ``cxr_options`` with
+a short fingerprint ``cxr_options_key`` (caches such as the evaluator's COCO ground truth are
+keyed on it). Registering a name again with the same options does nothing; with other options
+it raises :class:`DatasetRegistrationError` naming what differs. To switch options within one
+process (a notebook comparing reader modes), call :func:`unregister_cxr_datasets` first.
 """
+import hashlib
+import json
+import os
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.common import dataset_root
 from cxr_det.data.datasets.reflacx import register_reflacx
 from cxr_det.data.datasets.vindr import register_vindr
+from cxr_det.formats import SPLITS
 
-SPLITS = ("train", "val", "test", "all")
+__all__ = [
+    "DATASETS",
+    "DATASET_FOLDERS",
+    "DatasetRegistrationError",
+    "cxr_dataset_names",
+    "dataset_options",
+    "options_key",
+    "register_cxr_datasets",
+    "register_from_config",
+    "unregister_cxr_datasets",
+]
+
 DATASETS = ("reflacx", "vindr")
 # The folders a dataset needs under the dataset root (any one of those listed), as shipped.
 DATASET_FOLDERS = {
     "reflacx": ("reflacx",),
     "vindr": ("vindr-cxr",),
 }
+_REGISTER = {"reflacx": register_reflacx, "vindr": register_vindr}
+
+
+class DatasetRegistrationError(ValueError):
+    """A dataset name is already registered with other options (the message says which)."""
 
 
 def cxr_dataset_names():
-    """The dataset names cxr_det registers: ``<dataset>_<split>``."""
+    """The dataset names cxr_det registers: ``<dataset>_<split>``, a list of 8 strings."""
     return [f"{dataset}_{split}" for dataset in DATASETS for split in SPLITS]
 
 
-def _unregister(name):
+def dataset_options(cfg, dataset):
+    """The options that determine what ``<dataset>_<split>`` holds under ``cfg``: a JSON-able
+    dict with the resolved dataset root (absolute path), the registrar's keyword arguments
+    (``registrar``) and the clinical record source (``clinical``; None when
+    ``CXR.CLINICAL.ENABLED`` is off).
+
+    Raises:
+        ValueError: ``dataset`` is not one of :data:`DATASETS`.
+    """
+    if dataset == "reflacx":
+        c = cfg.CXR.REFLACX
+        registrar = dict(
+            classes=list(c.CLASSES),
+            readers=c.READERS,
+            fuse_iou=c.FUSE_IOU,
+            min_certainty=c.MIN_CERTAINTY,
+            drop_discarded_eye_tracking=c.DROP_DISCARDED_EYE_TRACKING,
+            image_source=c.IMAGE_SOURCE,
+        )
+    elif dataset == "vindr":
+        c = cfg.CXR.VINDR
+        registrar = dict(
+            classes=list(c.CLASSES),
+            readers=c.READERS,
+            fuse_iou=c.FUSE_IOU,
+            image_cache=c.IMAGE_CACHE,
+            val_fraction=c.VAL_FRACTION,
+        )
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; cxr_det registers {list(DATASETS)}")
+    clinical = None
+    if cfg.CXR.CLINICAL.ENABLED:
+        clinical = dict(source=cfg.CXR.CLINICAL.SOURCE, match_window_days=int(cfg.CXR.CLINICAL.MATCH_WINDOW_DAYS))
+    root = os.path.abspath(str(dataset_root(cfg.CXR.DATASET_ROOT or None)))
+    return {"root": root, "registrar": registrar, "clinical": clinical}
+
+
+def options_key(options):
+    """A 12-hex-digit fingerprint of ``options`` (sha1 of their canonical JSON)."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _differences(old, new, prefix=""):
+    """``key: old -> new`` lines for every leaf where two option dicts differ."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
+
+
+def _register_split(dataset, split, options, cfg):
+    name = f"{dataset}_{split}"
+    key = options_key(options)
     if name in DatasetCatalog.list():
+        registered = MetadataCatalog.get(name).get("cxr_options")
+        if registered == options:
+            return name
+        if registered is None:
+            raise DatasetRegistrationError(
+                f"dataset {name!r} is already registered by other code; cxr_det will not replace it "
+                "(remove it from DatasetCatalog and MetadataCatalog first)"
+            )
+        changes = "; ".join(_differences(registered, options))
+        raise DatasetRegistrationError(
+            f"dataset {name!r} is already registered in this process with other options ({changes}). "
+            "A dataset name means one set of options: call cxr_det.data.unregister_cxr_datasets() before "
+            "registering with new ones"
+        )
+    _REGISTER[dataset](name, options["root"], split, **options["registrar"])
+    if options["clinical"] is not None:
+        from cxr_det.data.clinical.pipeline import with_clinical
+
+        load = DatasetCatalog[name]
         DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, with_clinical(load, cfg, dataset, options["root"]))
+    MetadataCatalog.get(name).set(cxr_options=options, cxr_options_key=key)
+    return name
 
 
-def _register_splits(dataset, register, root, options):
-    root = dataset_root(root)
-    for split in SPLITS:
-        name = f"{dataset}_{split}"
-        _unregister(name)
-        register(name, root, split, **options)
+def register_cxr_datasets(cfg=None, datasets=DATASETS):
+    """Register every split of ``datasets`` with the options of ``cfg`` (cxr_det's defaults
+    when None: the root is ``$CXR_DATASETS``, else ``./datasets``). Returns the names.
 
-
-def register_reflacx_splits(root=None, **options):
-    _register_splits("reflacx", register_reflacx, root, options)
-
-
-def register_vindr_splits(root=None, **options):
-    _register_splits("vindr", register_vindr, root, options)
-
-
-def reflacx_options(cfg):
-    c = cfg.CXR.REFLACX
-    return dict(
-        classes=list(c.CLASSES),
-        readers=c.READERS,
-        fuse_iou=c.FUSE_IOU,
-        min_certainty=c.MIN_CERTAINTY,
-        drop_discarded_eye_tracking=c.DROP_DISCARDED_EYE_TRACKING,
-        image_source=c.IMAGE_SOURCE,
-    )
-
-
-def vindr_options(cfg):
-    c = cfg.CXR.VINDR
-    return dict(
-        classes=list(c.CLASSES),
-        readers=c.READERS,
-        fuse_iou=c.FUSE_IOU,
-        image_cache=c.IMAGE_CACHE,
-        val_fraction=c.VAL_FRACTION,
-    )
+    Idempotent for equal options. Raises :class:`DatasetRegistrationError` when a name is
+    already registered with other options, and the registrars' ValueError / TypeError for an
+    invalid option (unknown class, reader mode, split).
+    """
+    cfg = cfg if cfg is not None else get_cxr_cfg()
+    names = []
+    for dataset in datasets:
+        options = dataset_options(cfg, dataset)
+        names += [_register_split(dataset, split, options, cfg) for split in SPLITS]
+    return names
 
 
 def register_from_config(cfg):
-    """(Re-)register every split with the dataset root and options of ``cfg.CXR``.
-
-    With ``CXR.CLINICAL.ENABLED`` each record also carries its raw clinical record.
-    """
-    root = cfg.CXR.DATASET_ROOT or None
-    register_reflacx_splits(root, **reflacx_options(cfg))
-    register_vindr_splits(root, **vindr_options(cfg))
-    if cfg.CXR.CLINICAL.ENABLED:
-        from cxr_det.data.clinical.pipeline import with_clinical
-
-        for dataset in ("reflacx", "vindr"):
-            for split in SPLITS:
-                name = f"{dataset}_{split}"
-                load = DatasetCatalog[name]
-                DatasetCatalog.remove(name)
-                DatasetCatalog.register(name, with_clinical(load, cfg, dataset, dataset_root(root)))
+    """Register every split with the dataset root and options of ``cfg.CXR`` (what
+    ``tools/train_net.py`` does before building loaders); see :func:`register_cxr_datasets`.
+    With ``CXR.CLINICAL.ENABLED`` each record also carries its raw clinical record."""
+    return register_cxr_datasets(cfg)
 
 
-def register_all_defaults():
-    register_reflacx_splits()
-    register_vindr_splits()
+def unregister_cxr_datasets():
+    """Remove every name of :func:`cxr_dataset_names` from detectron2's catalogs (a no-op for
+    names not registered); returns the names removed."""
+    removed = []
+    for name in cxr_dataset_names():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            removed.append(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)
+    return removed
