@@ -10,9 +10,10 @@ import pytest
 
 import cxr_det  # noqa: F401
 from cxr_det.data.datasets.common import DatasetFormatError
-from cxr_det.data.datasets.labels import VINDR_5_CLASSES, VINDR_KAGGLE_CLASSES
-from cxr_det.data.datasets.vindr import build_png_cache, is_val_image, load_vindr, register_vindr
-from cxr_det.data.synthetic.dicom_writer import write_dicom
+from cxr_det.data.datasets.vindr import is_val_image, load_vindr, register_vindr
+from cxr_det.data.datasets.vindr_cache import build_png_cache
+from cxr_det.formats.vindr_format import VINDR_5_CLASSES, VINDR_KAGGLE_CLASSES
+from cxr_det.synthetic.dicom_writer import write_dicom
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from helpers import load_tool
@@ -131,7 +132,7 @@ def test_physionet_test_split_only(physionet):
 
 
 def test_fused_readers_exact_coordinates(physionet):
-    got = by_id(load_vindr(physionet, "train", readers="fused", val_fraction=0.0))
+    got = by_id(load_vindr(physionet, "train", readers="weighted_boxes_fusion", val_fraction=0.0))
     cardio, nodule = VINDR_KAGGLE_CLASSES.index("Cardiomegaly"), VINDR_KAGGLE_CLASSES.index("Nodule/Mass")
     fused = boxes(got[A])
     assert len(fused) == 2
@@ -141,7 +142,7 @@ def test_fused_readers_exact_coordinates(physionet):
     assert got[A]["annotations"][0]["segmentation"][0] == pytest.approx([12, 22, 52, 22, 52, 62, 12, 62])
     assert got[B]["annotations"] == []
     # IoU of the two cardiomegaly boxes is 1296/1904 = 0.68: a stricter threshold keeps them apart.
-    strict = by_id(load_vindr(physionet, "train", readers="fused", fuse_iou=0.7, val_fraction=0.0))
+    strict = by_id(load_vindr(physionet, "train", readers="weighted_boxes_fusion", fuse_iou=0.7, val_fraction=0.0))
     assert sorted(b for c, b, _ in boxes(strict[A]) if c == cardio) == [[10, 20, 50, 60], [14, 24, 54, 64]]
 
 
@@ -264,11 +265,11 @@ def test_bad_rows_are_counted_skips(tmp_path, caplog):
 def test_register_vindr(physionet):
     name = "vindr_test_register_fused"
     try:
-        register_vindr(name, physionet, "all", readers="fused", classes=VINDR_5_CLASSES, val_fraction=0.0)
+        register_vindr(name, physionet, "all", readers="weighted_boxes_fusion", classes=VINDR_5_CLASSES, val_fraction=0.0)
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == list(VINDR_5_CLASSES)
         assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split, meta.layout) == (
-            "coco", "vindr", "fused", "all", "physionet")
+            "coco", "vindr", "weighted_boxes_fusion", "all", "physionet")
         records = DatasetCatalog.get(name)
         assert len(records) == 5 and boxes(by_id(records)[A])[0][2] == ["R1", "R2"]
     finally:
@@ -333,12 +334,12 @@ def test_fused_never_merges_one_radiologists_own_boxes(tmp_path):
     cardio = VINDR_KAGGLE_CLASSES.index("Cardiomegaly")
     own = [[A, "R9", "Cardiomegaly", 10, 10, 50, 50], [A, "R9", "Cardiomegaly", 14, 14, 54, 54]]
     make_physionet(tmp_path, train_rows=own, sizes={A: (100, 120), T1: (100, 120), T2: (100, 120)})
-    got = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    got = by_id(load_vindr(tmp_path, "train", readers="weighted_boxes_fusion", val_fraction=0.0))
     assert boxes(got[A]) == [(cardio, [10.0, 10.0, 50.0, 50.0], ["R9"]), (cardio, [14.0, 14.0, 54.0, 54.0], ["R9"])]
 
     make_physionet(tmp_path, train_rows=own + [[A, "R10", "Cardiomegaly", 11, 11, 51, 51]],
                    sizes={A: (100, 120), T1: (100, 120), T2: (100, 120)})
-    got = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    got = by_id(load_vindr(tmp_path, "train", readers="weighted_boxes_fusion", val_fraction=0.0))
     assert boxes(got[A]) == [(cardio, [10.5, 10.5, 50.5, 50.5], ["R9", "R10"]), (cardio, [14.0, 14.0, 54.0, 54.0], ["R9"])]
 
 
@@ -347,7 +348,7 @@ def test_fused_equals_ensemble_boxes_when_no_radiologist_repeats():
     package's weighted_boxes_fusion (each radiologist one model, every score 1)."""
     from ensemble_boxes import weighted_boxes_fusion
 
-    from cxr_det.data.datasets.vindr import _fuse
+    from cxr_det.data.datasets.vindr_annotations import weighted_boxes_fusion as fuse_readers
 
     width, height = 120, 100
     candidates = [
@@ -364,7 +365,7 @@ def test_fused_equals_ensemble_boxes_when_no_radiologist_repeats():
         iou_thr=0.5, skip_box_thr=0.0,
     )
     reference = sorted((int(c), list(np.asarray(b) * scale)) for b, c in zip(ref_boxes, ref_labels))
-    fused = _fuse(candidates, 0.5)
+    fused = fuse_readers(candidates, 0.5)
     assert [c for c, _, _ in fused] == [c for c, _ in reference]
     for (_, box, _), (_, ref) in zip(fused, reference):
         assert box == pytest.approx(ref, abs=1e-3)  # the package computes in float32
@@ -382,7 +383,7 @@ def test_exact_duplicate_rows_dropped_and_counted_in_every_reader_mode(tmp_path,
     cardio = VINDR_KAGGLE_CLASSES.index("Cardiomegaly")
     rows = PHYSIONET_TRAIN + [[A, "R1", "Cardiomegaly", 10, 20, 50, 60], [B, "R1", "No finding", "", "", "", ""]]
     make_physionet(tmp_path, train_rows=rows)
-    expected = {"all": 3, "R1": 1, "fused": 2}
+    expected = {"all_readers": 3, "R1": 1, "weighted_boxes_fusion": 2}
     for mode, n_boxes in expected.items():
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -391,7 +392,7 @@ def test_exact_duplicate_rows_dropped_and_counted_in_every_reader_mode(tmp_path,
         line = next(l for l in skip_lines(caplog) if "duplicate" in l)
         assert line.startswith("2 x exact duplicate row"), line
         assert "annotations_train.csv line 12 repeats annotations_train.csv line 2" in line
-    fused = by_id(load_vindr(tmp_path, "train", readers="fused", val_fraction=0.0))
+    fused = by_id(load_vindr(tmp_path, "train", readers="weighted_boxes_fusion", val_fraction=0.0))
     assert boxes(fused[A])[0] == (cardio, [12.0, 22.0, 52.0, 62.0], ["R1", "R2"])
     assert boxes(fused[B]) == []
 
@@ -427,3 +428,31 @@ def test_gzipped_annotation_files_are_read(physionet):
         path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
     assert load_vindr(physionet, "all", val_fraction=0.0) == plain
+
+
+def test_deprecated_reader_modes_give_the_same_records_with_a_warning(physionet):
+    """The earlier names "all" and "fused" still load the same records, warn, and register
+    under the new names (cxr_det.formats.DEPRECATED_READER_MODES)."""
+    for old, new in (("all", "all_readers"), ("fused", "weighted_boxes_fusion")):
+        with pytest.warns(DeprecationWarning, match=rf"'{old}' is deprecated.*'{new}'"):
+            got = load_vindr(physionet, "train", readers=old, val_fraction=0.0)
+        assert got == load_vindr(physionet, "train", readers=new, val_fraction=0.0)
+        name = f"vindr_test_deprecated_{old}"
+        try:
+            with pytest.warns(DeprecationWarning):
+                register_vindr(name, physionet, "train", readers=old, val_fraction=0.0)
+            assert MetadataCatalog.get(name).readers == new
+            assert DatasetCatalog.get(name) == got
+        finally:
+            DatasetCatalog.remove(name) if name in DatasetCatalog.list() else None
+            MetadataCatalog.remove(name)
+
+
+def test_reader_modes_of_other_datasets_and_empty_modes_are_rejected(physionet):
+    with pytest.raises(ValueError, match="'mean_ellipse' is not available"):
+        load_vindr(physionet, "train", readers="mean_ellipse")
+    with pytest.raises(ValueError, match="non-empty"):
+        load_vindr(physionet, "train", readers=" ")
+    with pytest.raises(ValueError, match="per_reading"):
+        register_vindr("vindr_test_bad_mode", physionet, "train", readers="per_reading")
+    assert "vindr_test_bad_mode" not in DatasetCatalog.list()

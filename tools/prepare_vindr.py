@@ -15,7 +15,7 @@ import logging
 import sys
 
 import cxr_det  # noqa: F401  (applies detectron2 compatibility fixes before detectron2 is imported)
-from cxr_det.data.datasets.vindr import CACHE_FOLDERS, build_png_cache, default_cache_dir
+from cxr_det.data.datasets.vindr_cache import CACHE_FOLDERS, build_png_cache, default_cache_dir
 from cxr_det.data.image_io import DEFAULT_PERCENTILES, SCALINGS
 
 logger = logging.getLogger("prepare_vindr")
