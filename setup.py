@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="cxr_det",
     version="0.1.0",
+    license="Apache-2.0",
     description="detectron2 extension for lesion detection on chest X-rays (REFLACX, VinDr-CXR)",
     packages=find_packages(include=["cxr_det", "cxr_det.*"]),
     # the inference page served by cxr_det.serve (plain HTML/JS/CSS, no build step)
