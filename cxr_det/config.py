@@ -26,9 +26,8 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from cxr_det.formats.mimic_iv_ed_format import MDF_NET_CLINICAL_CATEGORICAL, MDF_NET_CLINICAL_NUMERIC
+from cxr_det.formats.reflacx_format import MDF_NET_CLASSES
 from cxr_det.formats.vindr_format import VINDR_KAGGLE_CLASSES
-
-MDF_NET_CLASSES = ("Enlarged cardiac silhouette", "Atelectasis", "Pleural abnormality", "Consolidation", "Pulmonary edema")  # TODO(lead): from reflacx_format
 
 __all__ = [
     "add_cxr_config",
@@ -97,11 +96,14 @@ def add_dataset_config(cfg):
     _C.CXR.VINDR = CN()
     # Lesion classes (VinDr class names); default the 14 Kaggle lesion classes.
     _C.CXR.VINDR.CLASSES = list(VINDR_KAGGLE_CLASSES)
-    # "all": every radiologist's boxes; "fused": weighted boxes fusion per class of boxes of
-    # different radiologists (a radiologist's own boxes are never merged); or one rad_id, e.g.
-    # "R9". In every mode exact duplicate rows are dropped and counted.
-    _C.CXR.VINDR.READERS = "all"
-    # IoU above which boxes of the same class by different radiologists are fused in "fused" mode.
+    # Reader mode (cxr_det.formats.READER_MODES): "all_readers": every radiologist's boxes;
+    # "weighted_boxes_fusion": per class, boxes of different radiologists fused (a
+    # radiologist's own boxes are never merged); or one rad_id, e.g. "R9". The earlier "all"
+    # and "fused" still work, with a DeprecationWarning. In every mode exact duplicate rows
+    # are dropped and counted.
+    _C.CXR.VINDR.READERS = "all_readers"
+    # IoU above which boxes of the same class by different radiologists are fused in
+    # "weighted_boxes_fusion" mode.
     _C.CXR.VINDR.FUSE_IOU = 0.5
     # Folder written by tools/prepare_vindr.py (8-bit PNGs and their scales); empty: decode the DICOMs.
     _C.CXR.VINDR.IMAGE_CACHE = ""
