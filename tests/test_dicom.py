@@ -13,7 +13,7 @@ from cxr_det.data.dicom import (
     read_dicom,
     read_dicom_header,
 )
-from cxr_det.data.synthetic.dicom_writer import write_dicom
+from cxr_det.synthetic.dicom_writer import write_dicom
 
 
 def linear_window(x, center, width, bits):

@@ -11,7 +11,7 @@ from PIL import Image
 import cxr_det  # noqa: F401
 from cxr_det.data.datasets.common import DatasetFormatError
 from cxr_det.data.image_io import ImageReadError, read_gray, read_image
-from cxr_det.data.synthetic.dicom_writer import write_dicom
+from cxr_det.synthetic.dicom_writer import write_dicom
 from helpers import load_tool
 
 RAMP12 = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # every 12-bit value once

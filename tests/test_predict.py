@@ -114,7 +114,7 @@ def test_describe_lists_fields_units_and_ranges(tiny_clinical_run, capsys):
 
 
 def test_dicom_source_model_reads_age_and_sex_from_the_dicom_header(tiny_clinical_run, tmp_path):
-    from cxr_det.data.synthetic.dicom_writer import write_dicom
+    from cxr_det.synthetic.dicom_writer import write_dicom
 
     state = torch.load(tiny_clinical_run / "model_final.pth", map_location="cpu", weights_only=True)
     state["cxr_run"]["config"] = state["cxr_run"]["config"].replace("SOURCE: mimic-iv-ed", "SOURCE: dicom")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import cxr_det  # noqa: F401
-from cxr_det.data.synthetic.dicom_writer import write_dicom
+from cxr_det.synthetic.dicom_writer import write_dicom
 from helpers import DEMO_CONFIG, load_tool, loopback_urlopen, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]

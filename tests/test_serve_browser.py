@@ -207,7 +207,7 @@ def browser_ready():
 
 @pytest.fixture(scope="module")
 def demo(browser_ready, tmp_path_factory):
-    from cxr_det.data.synthetic import make_reflacx
+    from cxr_det.synthetic import make_reflacx
 
     data = tmp_path_factory.mktemp("cxr")
     make_reflacx(data, 20, seed=5, size=160)
@@ -336,7 +336,7 @@ def make_screenshot(output: Path, run: Path = None, image: Path = None, threshol
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if run is None or image is None:
-            from cxr_det.data.synthetic import make_reflacx
+            from cxr_det.synthetic import make_reflacx
 
             make_reflacx(tmp / "cxr", 20, seed=5, size=160)
             image = image or synthetic_xray(tmp / "cxr")

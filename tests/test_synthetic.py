@@ -22,8 +22,8 @@ from cxr_det.data.datasets.labels import (
     VINDR_KAGGLE_CLASSES,
     VINDR_LOCAL_LABELS,
 )
-from cxr_det.data.synthetic import make_reflacx, make_vindr, render
-from cxr_det.data.synthetic.dicom_writer import encode_display, write_dicom
+from cxr_det.synthetic import make_reflacx, make_vindr, render, render_background
+from cxr_det.synthetic.dicom_writer import encode_display, write_dicom
 from helpers import load_tool
 
 try:  # pydicom >= 3
@@ -470,7 +470,7 @@ def test_every_class_has_a_painter_and_boxes_cover_lesions():
     rng = np.random.default_rng(0)
     for name, fn in render.PAINTERS.items():
         for _ in range(3):
-            img, anat = render.render_background(rng, 520, 480)
+            img, anat = render_background(rng, 520, 480)
             paint = fn(img, anat, rng)
             assert paint is not None, name
             x0, y0, x1, y1 = paint.box

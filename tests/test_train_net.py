@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import cxr_det  # noqa: F401
-from cxr_det.data.synthetic import make_reflacx
+from cxr_det.synthetic import make_reflacx
 from helpers import SMALL_TRAIN_OPTS, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]

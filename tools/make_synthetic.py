@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cxr_det  # noqa: E402,F401  (applies the compatibility fixes first)
-from cxr_det.data.synthetic import make_reflacx, make_vindr  # noqa: E402
+from cxr_det.synthetic import make_reflacx, make_vindr  # noqa: E402
 
 
 def parse_args(argv=None):

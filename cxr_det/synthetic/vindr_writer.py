@@ -20,9 +20,9 @@ from cxr_det.data.datasets.labels import (
     VINDR_NO_FINDING,
     VINDR_NO_FINDING_ID,
 )
-from cxr_det.data.synthetic import render
-from cxr_det.data.synthetic.dicom_writer import encode_display
-from cxr_det.data.synthetic.reflacx import DatasetWriter
+from cxr_det.synthetic import render
+from cxr_det.synthetic.dataset_writer import DatasetWriter
+from cxr_det.synthetic.dicom_writer import encode_display
 
 __all__ = ["make_vindr", "LAYOUTS"]
 

@@ -1,29 +1,25 @@
-"""Synthetic REFLACX + MIMIC-CXR-JPG (+ MIMIC-CXR DICOM) + MIMIC-IV-ED/MIMIC-IV datasets.
+"""Synthetic REFLACX readings over MIMIC-CXR-JPG images (+ MIMIC-CXR DICOMs).
 
 Writes the files the real datasets ship, in their layouts (see docs/CONTRACT.md and the
-shared dataset notes): REFLACX metadata and per-reading folders, JPG images with the
-MIMIC-CXR-JPG metadata table, and the clinical tables ``edstays``, ``triage`` and
-``patients`` (the MIMIC tables gzipped, as PhysioNet ships them, unless asked otherwise).
+shared dataset notes): REFLACX metadata and per-reading folders (ellipses, chest box,
+fixations, gaze, transcription), and the JPG images (optionally DICOMs) in MIMIC-CXR's
+``files/pXX/p<subject>/s<study>/<dicom_id>`` tree. The MIMIC-CXR-JPG metadata and the
+clinical tables ``edstays``, ``triage`` and ``patients`` come from :mod:`.mimic_writer`.
+Source of the layout: REFLACX v1.0.0 (Bigolin Lanfredi et al., Scientific Data 2022;
+https://physionet.org/content/reflacx-xray-localization/1.0.0/).
 
 The images hold the true lesions; every REFLACX reading is a noisy view of them (boxes
 jittered, a lesion sometimes missed or given a second label, phase-1 label names in
 phase 1). Consolidation and pulmonary edema are painted identically; which one an
 image has is told only by the patient's clinical state at the time of the study
-(febrile/infective versus cardiac), which the triage vitals and age carry. Real-world
-dirt (Celsius temperatures, blanks, text in numeric columns, impossible values) is
-injected into the triage table at low rates.
+(febrile/infective versus cardiac), which the triage vitals and age carry.
 """
-import csv
-import gzip
-import io
 import logging
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cxr_det.data.datasets.labels import (
@@ -31,14 +27,13 @@ from cxr_det.data.datasets.labels import (
     REFLACX_PHASE1_LABELS,
     REFLACX_PHASE1_TO_LABEL,
 )
-from cxr_det.data.synthetic import render
-from cxr_det.data.synthetic.dicom_writer import write_dicom as _write_dicom
+from cxr_det.synthetic import render
+from cxr_det.synthetic.dataset_writer import DatasetWriter, unique_ints
+from cxr_det.synthetic.mimic_writer import new_dicom_id, write_clinical_tables
 
-__all__ = ["make_reflacx", "DatasetWriter", "MARKER", "TRIAGE_DIRT_RATES"]
+__all__ = ["make_reflacx"]
 
 logger = logging.getLogger(__name__)
-
-MARKER = ".cxr_det_synthetic"
 
 # Relative frequency of each true lesion class; "_patchy" becomes Consolidation or
 # Pulmonary edema according to the patient's state.
@@ -72,17 +67,6 @@ _SECOND_LABEL = {
     "Atelectasis": None,  # the image's air-space label if any, else Pleural abnormality
 }
 
-# Fraction of triage rows given each kind of dirt (each kind appears at least once).
-TRIAGE_DIRT_RATES = {
-    "celsius": 0.04,
-    "missing": 0.05,
-    "pain_text": 0.04,
-    "pain_88": 0.03,
-    "dbp_278": 0.03,
-    "resprate_62": 0.03,
-    "o2sat_58": 0.03,
-}
-
 _FIXATION_COLUMNS = (
     "timestamp_start_fixation,timestamp_end_fixation,x_position,y_position,pupil_area_normalized,"
     "angular_resolution_x_pixels_per_degree,angular_resolution_y_pixels_per_degree,window_level,window_width,"
@@ -90,13 +74,6 @@ _FIXATION_COLUMNS = (
     "xmin_in_screen_coordinates,ymin_in_screen_coordinates,xmax_in_screen_coordinates,ymax_in_screen_coordinates"
 ).split(",")
 _GAZE_COLUMNS = ["timestamp_sample"] + _FIXATION_COLUMNS[2:]
-_CXR_META_COLUMNS = (
-    "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,StudyTime,"
-    "ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning"
-).split(",")
-_EDSTAYS_COLUMNS = "subject_id,hadm_id,stay_id,intime,outtime,gender,race,arrival_transport,disposition".split(",")
-_TRIAGE_COLUMNS = "subject_id,stay_id,temperature,heartrate,resprate,o2sat,sbp,dbp,pain,acuity,chiefcomplaint".split(",")
-_PATIENTS_COLUMNS = "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod".split(",")
 
 _PHRASES = {
     "Enlarged cardiac silhouette": "The cardiac silhouette is enlarged.",
@@ -110,80 +87,6 @@ _PHRASES = {
     "Support devices": "Support devices in place.",
 }
 _OTHER_TEXT = ("calcified granuloma", "degenerative changes of the spine", "surgical clips", "old healed rib fracture", "scoliosis")
-_COMPLAINTS = {
-    "infective": ("Fever", "Cough, Fever", "Fever, Dyspnea", "Cough", "Fever, Chills", "Weakness, Fever"),
-    "cardiac": ("Dyspnea", "SOB", "Shortness of breath, Leg swelling", "Chest pain, Dyspnea", "Edema", "DYSPNEA"),
-    "neutral": ("Chest pain", "Abd pain", "Fall", "Cough", "Dyspnea", "Weakness", "Syncope", "Transfer", "Back pain"),
-}
-_RACES = ("WHITE", "WHITE", "WHITE", "BLACK/AFRICAN AMERICAN", "HISPANIC/LATINO - PUERTO RICAN", "ASIAN - CHINESE", "OTHER", "UNKNOWN")
-_TRANSPORT = ("AMBULANCE", "WALK IN", "WALK IN", "UNKNOWN", "OTHER")
-_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
-
-
-class DatasetWriter:
-    """Writes the files of one synthetic dataset under ``root`` and counts them.
-
-    ``claim(*subdirs)`` empties the given top-level folders if a previous synthetic run
-    made them (they hold :data:`MARKER`) and refuses to touch folders it did not make,
-    so pointing the generator at a real dataset root cannot destroy real data.
-    """
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.files = 0
-
-    def claim(self, *subdirs):
-        for sub in subdirs:
-            path = self.root / sub
-            if path.exists():
-                if (path / MARKER).is_file():
-                    shutil.rmtree(path)
-                elif path.is_dir() and not any(path.iterdir()):
-                    pass
-                else:
-                    raise FileExistsError(
-                        f"{path} exists and was not written by the synthetic generator; "
-                        "refusing to overwrite it (choose another --out)"
-                    )
-            path.mkdir(parents=True, exist_ok=True)
-            (path / MARKER).write_text("written by cxr_det.data.synthetic; safe to delete\n")
-
-    def path(self, rel):
-        p = self.root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def csv(self, rel, header, rows, gzipped=False):
-        """Write a CSV table; ``gzipped``: as ``<rel>.gz``, the way PhysioNet ships MIMIC tables.
-
-        The text is the same either way. The gzip header carries no time stamp or file
-        name, so the bytes depend on the content only (same seed, same files).
-        """
-        buffer = io.StringIO()
-        w = csv.writer(buffer, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        data = buffer.getvalue().encode("utf-8")
-        if gzipped:
-            with open(self.path(rel + ".gz"), "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:
-                z.write(data)
-        else:
-            self.path(rel).write_bytes(data)
-        self.files += 1
-
-    def text(self, rel, text):
-        self.path(rel).write_text(text)
-        self.files += 1
-
-    def jpg(self, rel, img_u8, quality=95):
-        ok = cv2.imwrite(str(self.path(rel)), img_u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-        if not ok:
-            raise OSError(f"cv2 could not write {self.root / rel}")
-        self.files += 1
-
-    def dicom(self, rel, pixels, **kwargs):
-        _write_dicom(self.path(rel), pixels, **kwargs)
-        self.files += 1
 
 
 @dataclass
@@ -207,25 +110,6 @@ class _Image:
     readings: list = field(default_factory=list)
 
 
-def _unique_ints(rng, n, low, high, taken=None):
-    taken = set() if taken is None else taken
-    out = []
-    while len(out) < n:
-        v = int(rng.integers(low, high))
-        if v not in taken:
-            taken.add(v)
-            out.append(v)
-    return out
-
-
-def _dicom_id(rng, taken):
-    while True:
-        value = "-".join(rng.bytes(4).hex() for _ in range(5))
-        if value not in taken:
-            taken.add(value)
-            return value
-
-
 def _sample_lesions(rng, phase, normal):
     """True lesion labels of one image and the patient's state."""
     if normal:
@@ -244,10 +128,6 @@ def _sample_lesions(rng, phase, normal):
         else:
             labels.append(name)
     return labels, state
-
-
-def _fmt_dt(dt):
-    return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _phase_name(rng, label, box, phase, scale):
@@ -293,90 +173,6 @@ def _reader_box(rng, box, width, height, scale, overflow_p):
     return [int(round(ex0)), int(round(ey0)), int(round(ex1)), int(round(ey1))], overflow
 
 
-def _vitals(rng, state):
-    """Triage vitals (floats) and complaint for a patient in ``state``; the look-alike signal lives here."""
-    if state == "infective":
-        temp = rng.uniform(100.5, 103.0) if rng.random() < 0.88 else rng.uniform(98.8, 100.4)
-        hr = rng.uniform(100, 125) if rng.random() < 0.9 else rng.normal(94, 6)
-        rr, o2 = rng.uniform(22, 28), rng.uniform(91, 95)
-        sbp, dbp = rng.normal(122, 14), rng.normal(72, 9)
-        pain, acuity = int(rng.integers(0, 7)), float(rng.choice([2, 3], p=[0.6, 0.4]))
-    elif state == "cardiac":
-        temp = rng.uniform(97.5, 99.0)
-        hr = rng.normal(92, 12)
-        rr = rng.uniform(20, 28)
-        o2 = rng.uniform(86, 92) if rng.random() < 0.9 else rng.uniform(92, 95)
-        sbp = rng.uniform(150, 190) if rng.random() < 0.88 else rng.normal(135, 10)
-        dbp = rng.normal(92, 10)
-        pain, acuity = int(rng.integers(0, 5)), float(rng.choice([1, 2], p=[0.35, 0.65]))
-    else:
-        temp = float(np.clip(rng.normal(98.2, 0.55), 96.5, 100.2))
-        hr = rng.normal(84, 13)
-        rr = rng.normal(17, 2)
-        o2 = min(100.0, rng.normal(97.5, 1.5))
-        sbp, dbp = rng.normal(133, 18), rng.normal(78, 11)
-        pain = int(rng.choice(11, p=np.r_[0.35, np.full(10, 0.065)]))
-        acuity = float(rng.choice([2, 3, 4], p=[0.35, 0.5, 0.15]))
-    complaint = str(rng.choice(_COMPLAINTS[state]))
-    return {
-        "temperature": round(float(temp), 1),
-        "heartrate": float(round(hr)),
-        "resprate": float(round(rr)),
-        "o2sat": float(round(min(o2, 100.0))),
-        "sbp": float(round(sbp)),
-        "dbp": float(round(dbp)),
-        "pain": str(pain),
-        "acuity": acuity,
-        "chiefcomplaint": complaint,
-    }
-
-
-def _age_for(rng, state):
-    if state == "cardiac":
-        return int(rng.uniform(66, 97))
-    if state == "infective":
-        return int(rng.uniform(25, 88))
-    return int(rng.uniform(20, 90))
-
-
-def _inject_dirt(rng, triage_rows):
-    """Dirty a few rows per kind of dirt (disjoint rows, each kind at least once)."""
-    n = len(triage_rows)
-    order = [int(i) for i in rng.permutation(n)]
-    pos = 0
-    pain_texts = ["unable", "uta", "8-9", "Unable", "10+", "denies"]
-    counts = Counter()
-    for kind, rate in TRIAGE_DIRT_RATES.items():
-        for k in range(max(1, int(round(rate * n)))):
-            if pos >= n:
-                return counts
-            row = triage_rows[order[pos]]
-            pos += 1
-            counts[kind] += 1
-            if kind == "celsius":
-                if row["temperature"] is not None:
-                    row["temperature"] = round((row["temperature"] - 32.0) * 5.0 / 9.0, 1)
-            elif kind == "missing":
-                keys = ["temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity"]
-                for key in rng.choice(keys, size=int(rng.integers(1, 4)), replace=False):
-                    row[str(key)] = None
-            elif kind == "pain_text":
-                row["pain"] = pain_texts[k] if k < 3 else str(rng.choice(pain_texts))
-            elif kind == "pain_88":
-                row["pain"] = "88"
-            elif kind == "dbp_278":
-                row["dbp"] = 278.0
-            elif kind == "resprate_62":
-                row["resprate"] = 62.0
-            elif kind == "o2sat_58":
-                row["o2sat"] = 58.0
-    return counts
-
-
-def _num(v, fmt="{:.1f}"):
-    return "" if v is None else fmt.format(v)
-
-
 def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=True) -> dict:
     """Write a synthetic REFLACX dataset with its MIMIC images and clinical tables under ``out``.
 
@@ -400,7 +196,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
 
     # Subjects (some with two studies), splits per subject, phases per image.
     n_subjects = max(1, int(round(n * 0.85)))
-    subject_ids = _unique_ints(rng, n_subjects, 10_000_000, 20_000_000)
+    subject_ids = unique_ints(rng, n_subjects, 10_000_000, 20_000_000)
     owner = list(range(n_subjects)) + [int(i) for i in rng.integers(0, n_subjects, size=n - n_subjects)]
     perm = [int(i) for i in rng.permutation(n_subjects)]
     n_train, n_val = int(round(0.6 * n_subjects)), int(round(0.2 * n_subjects))
@@ -417,7 +213,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
     phase_of[order[:n1]] = 1
     phase_of[order[n1 : n1 + n2]] = 2
 
-    study_ids = _unique_ints(rng, n, 50_000_000, 60_000_000)
+    study_ids = unique_ints(rng, n, 50_000_000, 60_000_000)
     normal_set = {int(i) for i in rng.permutation(n)[: int(round(0.1 * n))]}
     dicom_taken = set()
     images = []
@@ -427,7 +223,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
             index=i,
             subject_id=subject_ids[owner[i]],
             study_id=study_ids[i],
-            dicom_id=_dicom_id(rng, dicom_taken),
+            dicom_id=new_dicom_id(rng, dicom_taken),
             phase=int(phase_of[i]),
             state=state,
             planned=labels,
@@ -477,7 +273,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
         readers = [1, 2, 3, 4, 5] if im.phase in (1, 2) else [int(rng.integers(1, 6))]
         look_alike = next((l for l, _ in im.lesions if l in ("Consolidation", "Pulmonary edema")), None)
         for reader in readers:
-            number = _unique_ints(rng, 1, 100_000, 1_000_000, reading_taken)[0]
+            number = unique_ints(rng, 1, 100_000, 1_000_000, reading_taken)[0]
             rid = f"P{im.phase}{reader:02d}R{number}" if im.phase in (1, 2) else f"P300R{number}"
             labels = phase_labels[im.phase]
             rows = []
@@ -531,7 +327,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
     for phase in (1, 2, 3):
         writer.csv(f"reflacx/main_data/metadata_phase_{phase}.csv", head + phase_labels[phase], metadata[phase])
 
-    clinical = _write_clinical(writer, rng, images, gzip_tables)
+    clinical = write_clinical_tables(writer, rng, images, gzip_tables)
 
     per_split = Counter(im.split for im in images)
     lesions = Counter(l for im in images for l, _ in im.lesions)
@@ -588,140 +384,3 @@ def _write_reading_extras(writer, rng, rid, im, rows):
     for k in range(int(rng.integers(5, 11))):
         gaze.append([f"{k / 60:.4f}", f"{rng.uniform(0, W):.1f}", f"{rng.uniform(0, H):.1f}", f"{rng.uniform(0.2, 0.6):.4f}", "40.5", "40.5", "0.5", "1.0"] + shown)
     writer.csv(f"reflacx/gaze_data/{rid}/gaze.csv", _GAZE_COLUMNS, gaze)
-
-
-def _write_clinical(writer, rng, images, gzipped=True):
-    """MIMIC-CXR-JPG metadata, MIMIC-IV-ED edstays/triage and MIMIC-IV patients (``.csv.gz`` if ``gzipped``)."""
-    # Study times per subject: first study in a shifted year, later ones weeks to years after.
-    by_subject = {}
-    for im in images:
-        by_subject.setdefault(im.subject_id, []).append(im)
-    patients = {}
-    for sid in sorted(by_subject):
-        ims = by_subject[sid]
-        dt = datetime(int(rng.integers(2110, 2190)), 1, 1) + timedelta(days=int(rng.integers(0, 365)), seconds=float(rng.uniform(0, 86400)))
-        for k, im in enumerate(ims):
-            if k:
-                dt = dt + timedelta(days=int(rng.integers(40, 700)), seconds=float(rng.uniform(-20000, 20000)))
-            im.study_dt = dt.replace(microsecond=int(rng.integers(0, 1000)) * 1000)
-        first = ims[0]
-        age = _age_for(rng, first.state)
-        anchor_year = first.study_dt.year - int(rng.integers(0, 3))
-        anchor_age = age - (first.study_dt.year - anchor_year)
-        patients[sid] = {
-            "gender": "M" if rng.random() < 0.5 else "F",
-            "anchor_age": 91 if anchor_age > 89 else anchor_age,
-            "anchor_year": anchor_year,
-            "anchor_year_group": str(rng.choice(_YEAR_GROUPS)),
-            "dod": "",
-        }
-        if rng.random() < 0.08:
-            last = ims[-1].study_dt + timedelta(days=int(rng.integers(3, 900)))
-            patients[sid]["dod"] = last.strftime("%Y-%m-%d")
-
-    cxr_rows = []
-    for im in sorted(images, key=lambda i: (i.subject_id, i.study_id)):
-        t = im.study_dt
-        study_time = t.hour * 10000 + t.minute * 100 + t.second + t.microsecond / 1e6
-        pa = im.view == "PA"
-        desc = "CHEST (PA AND LAT)" if pa else "CHEST (PORTABLE AP)"
-        cxr_rows.append(
-            [im.dicom_id, im.subject_id, im.study_id, desc, im.view, im.height, im.width, t.strftime("%Y%m%d"), f"{study_time:.3f}".rstrip("0").rstrip("."), desc, "postero-anterior" if pa else "antero-posterior", "Erect" if pa else "Recumbent"]
-        )
-    writer.csv("mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv", _CXR_META_COLUMNS, cxr_rows, gzipped=gzipped)
-
-    stay_taken = set()
-    hadm_taken = set()
-    stays = []
-
-    def add_stay(sid, intime, outtime, state):
-        vit = _vitals(rng, state)
-        admitted = rng.random() < (0.7 if state != "neutral" else 0.3)
-        disposition = "ADMITTED" if admitted else str(rng.choice(["HOME", "HOME", "HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER", "OTHER"]))
-        stays.append(
-            {
-                "subject_id": sid,
-                "hadm_id": _unique_ints(rng, 1, 20_000_000, 30_000_000, hadm_taken)[0] if admitted else None,
-                "stay_id": _unique_ints(rng, 1, 30_000_000, 40_000_000, stay_taken)[0],
-                "intime": intime,
-                "outtime": outtime,
-                "race": str(rng.choice(_RACES)),
-                "transport": str(rng.choice(_TRANSPORT)),
-                "disposition": disposition,
-                **vit,
-            }
-        )
-
-    matched = Counter()
-    for im in images:
-        kind = rng.choice(3, p=[0.8, 0.08, 0.12])
-        if kind == 0:  # a stay containing the study
-            intime = im.study_dt - timedelta(seconds=float(rng.uniform(0.3, 6.0) * 3600))
-            outtime = im.study_dt + timedelta(seconds=float(rng.uniform(0.5, 12.0) * 3600))
-            add_stay(im.subject_id, intime.replace(microsecond=0), (outtime + timedelta(seconds=1)).replace(microsecond=0), im.state)
-            matched["containing"] += 1
-        elif kind == 1:  # only a stay 1-6 days away
-            sign = 1 if rng.random() < 0.5 else -1
-            intime = im.study_dt + sign * timedelta(days=float(rng.uniform(1.0, 6.0)))
-            if sign < 0:
-                intime -= timedelta(hours=12)
-            outtime = intime + timedelta(hours=float(rng.uniform(2, 10)))
-            add_stay(im.subject_id, intime.replace(microsecond=0), outtime.replace(microsecond=0), im.state)
-            matched["nearby"] += 1
-        else:
-            matched["none"] += 1
-    # Decoys: unrelated stays of the same subjects, and subjects not in REFLACX at all.
-    for sid in sorted(by_subject):
-        if rng.random() < 0.3:
-            studies = [im.study_dt for im in by_subject[sid]]
-            for _ in range(20):
-                when = studies[0] + timedelta(days=float(rng.uniform(30, 600)) * (1 if rng.random() < 0.5 else -1))
-                if min(abs((when - s).total_seconds()) for s in studies) > 10 * 86400:
-                    intime = when.replace(microsecond=0)
-                    add_stay(sid, intime, intime + timedelta(hours=float(rng.uniform(2, 10))), "neutral")
-                    break
-    decoy_subjects = _unique_ints(rng, max(3, len(images) // 10), 10_000_000, 20_000_000, set(by_subject))
-    for sid in decoy_subjects:
-        patients[sid] = {
-            "gender": "M" if rng.random() < 0.5 else "F",
-            "anchor_age": int(rng.integers(18, 90)),
-            "anchor_year": int(rng.integers(2110, 2190)),
-            "anchor_year_group": str(rng.choice(_YEAR_GROUPS)),
-            "dod": "",
-        }
-        for _ in range(int(rng.integers(1, 3))):
-            intime = datetime(patients[sid]["anchor_year"], 1, 1) + timedelta(seconds=float(rng.uniform(0, 3 * 365 * 86400)))
-            intime = intime.replace(microsecond=0)
-            add_stay(sid, intime, intime + timedelta(hours=float(rng.uniform(2, 10))), "neutral")
-
-    stays.sort(key=lambda s: (s["subject_id"], s["intime"]))
-    dirt = _inject_dirt(rng, stays)
-    writer.csv(
-        "mimic-iv-ed/ed/edstays.csv",
-        _EDSTAYS_COLUMNS,
-        [
-            [s["subject_id"], "" if s["hadm_id"] is None else s["hadm_id"], s["stay_id"], _fmt_dt(s["intime"]), _fmt_dt(s["outtime"]), patients[s["subject_id"]]["gender"], s["race"], s["transport"], s["disposition"]]
-            for s in stays
-        ],
-        gzipped=gzipped,
-    )
-    writer.csv(
-        "mimic-iv-ed/ed/triage.csv",
-        _TRIAGE_COLUMNS,
-        [
-            [s["subject_id"], s["stay_id"], _num(s["temperature"]), _num(s["heartrate"]), _num(s["resprate"]), _num(s["o2sat"]), _num(s["sbp"]), _num(s["dbp"]), s["pain"] or "", _num(s["acuity"]), s["chiefcomplaint"]]
-            for s in stays
-        ],
-        gzipped=gzipped,
-    )
-    writer.csv(
-        "mimic-iv/hosp/patients.csv",
-        _PATIENTS_COLUMNS,
-        [[sid, p["gender"], p["anchor_age"], p["anchor_year"], p["anchor_year_group"], p["dod"]] for sid, p in sorted(patients.items())],
-        gzipped=gzipped,
-    )
-    return {
-        "ed_stays": len(stays),
-        "images_with_ed_stay": {k: matched.get(k, 0) for k in ("containing", "nearby", "none")},
-        "triage_dirt": dict(sorted(dirt.items())),
-    }
