@@ -1,15 +1,16 @@
-"""Geometry of REFLACX ellipses: polygon area and extent, clipping to the image, box IoU."""
+"""Geometry of REFLACX ellipses: polygon area and extent, clipping to the image; the box IoU
+that merges them (cxr_det.utils.boxes)."""
 import math
 
 import pytest
 
 from cxr_det.data.ellipse import (
-    box_iou,
     clip_polygon_to_image,
     ellipse_polygon,
     polygon_area,
     polygon_bbox,
 )
+from cxr_det.utils.boxes import box_iou
 
 
 @pytest.mark.parametrize(

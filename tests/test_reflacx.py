@@ -12,14 +12,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from cxr_det.data.datasets.common import DatasetFormatError
-from cxr_det.data.datasets.labels import (
-    MDF_NET_CLASSES,
-    REFLACX_CERTAINTY_NAMES,
-    REFLACX_LABELS,
-    REFLACX_LESION_LABELS,
-    REFLACX_PHASE1_LABELS,
-)
 from cxr_det.data.datasets.reflacx import load_reflacx, register_reflacx
+from cxr_det.formats.reflacx_format import MDF_NET_CLASSES, REFLACX_CERTAINTY_NAMES, REFLACX_LESION_LABELS
 from cxr_det.data.ellipse import polygon_area, polygon_bbox
 from helpers import load_tool
 
@@ -27,6 +21,17 @@ LOGGER = "cxr_det.data.datasets.reflacx"
 META_COLUMNS = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id",
                 "image_size_x", "image_size_y"]
 W, H = 200, 100  # image_size_x, image_size_y of the main fixture
+# The label columns of each phase as REFLACX v1.0.0 ships them, spelled out here (not imported
+# from cxr_det.formats.reflacx_format) so that these fixtures check the reader against the
+# real layout.
+PHASE1_LABELS = ("Airway wall thickening", "Atelectasis", "Consolidation", "Emphysema",
+                 "Enlarged cardiac silhouette", "Fibrosis", "Fracture", "Groundglass opacity", "Mass", "Nodule",
+                 "Pleural effusion", "Pleural thickening", "Pneumothorax", "Pulmonary edema", "Quality issue",
+                 "Support devices", "Wide mediastinum", "Other")
+PHASE23_LABELS = ("Abnormal mediastinal contour", "Acute fracture", "Atelectasis", "Consolidation",
+                  "Enlarged cardiac silhouette", "Enlarged hilum", "Groundglass opacity", "Hiatal hernia",
+                  "High lung volume / emphysema", "Interstitial lung disease", "Lung nodule or mass",
+                  "Pleural abnormality", "Pneumothorax", "Pulmonary edema", "Support devices", "Other")
 
 ATEL, PLEURAL, CONS, ECS, EDEMA = (MDF_NET_CLASSES.index(c) for c in (
     "Atelectasis", "Pleural abnormality", "Consolidation", "Enlarged cardiac silhouette", "Pulmonary edema"))
@@ -48,7 +53,7 @@ def write_reflacx(root, readings, jpg=True, dicom=False):
     for r in readings:
         by_phase.setdefault(r["phase"], []).append(r)
     for phase, rows in by_phase.items():
-        vocab = list(REFLACX_PHASE1_LABELS if phase == 1 else REFLACX_LABELS)
+        vocab = list(PHASE1_LABELS if phase == 1 else PHASE23_LABELS)
         with open(main / f"metadata_phase_{phase}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(META_COLUMNS + sorted(vocab))
@@ -118,7 +123,7 @@ def anns(record):
     return [(a["category_id"], a["bbox"], a["readers"], a["certainty"]) for a in record["annotations"]]
 
 
-def test_pooled_records_follow_contract(root, caplog):
+def test_all_readers_records_follow_contract(root, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     records = load_reflacx(root, "all")
     assert [r["dicom_id"] for r in records] == ["dicom_a", "dicom_b", "dicom_c"]
@@ -175,8 +180,8 @@ def test_clipped_ellipse_box_and_polygon(root):
     assert all(((x - 200) / 50) ** 2 + ((y - 100) / 40) ** 2 <= 1 + 1e-9 for x, y in points)
 
 
-def test_reading_mode(root):
-    records = load_reflacx(root, "all", readers="reading")
+def test_per_reading_mode(root):
+    records = load_reflacx(root, "all", readers="per_reading")
     assert [(r["image_id"], r["dicom_id"], r["reading_ids"]) for r in records] == [
         (0, "dicom_a", [R1]), (1, "dicom_a", [R2]), (2, "dicom_b", [R3]), (3, "dicom_c", [R4])]
     assert [len(r["annotations"]) for r in records] == [3, 2, 1, 1]
@@ -184,8 +189,8 @@ def test_reading_mode(root):
     assert anns(records[1])[0] == (ATEL, [12.0, 12.0, 52.0, 42.0], [R2], 3)
 
 
-def test_fused_mode_merges_across_readers(root):
-    records = load_reflacx(root, "all", readers="fused")
+def test_mean_ellipse_mode_merges_across_readers(root):
+    records = load_reflacx(root, "all", readers="mean_ellipse")
     assert [len(r["annotations"]) for r in records] == [4, 1, 1]
     a = records[0]
     assert sorted(anns(a), key=lambda t: (t[0], t[1])) == [
@@ -197,7 +202,7 @@ def test_fused_mode_merges_across_readers(root):
     merged = next(x for x in a["annotations"] if x["readers"] == [R1, R2])
     assert polygon_bbox(merged["segmentation"][0]) == pytest.approx([11, 11, 51, 41])
     # Above their IoU (0.796) nothing merges.
-    assert [len(r["annotations"]) for r in load_reflacx(root, "all", readers="fused", fuse_iou=0.8)] == [5, 1, 1]
+    assert [len(r["annotations"]) for r in load_reflacx(root, "all", readers="mean_ellipse", fuse_iou=0.8)] == [5, 1, 1]
 
 
 def test_certainty_threshold(root):
@@ -236,18 +241,40 @@ def test_split_mapping(root, split, expected):
     assert {r["split"] for r in records} == {"val" if split == "validate" else split}
 
 
+@pytest.mark.parametrize("old, new", [("pooled", "all_readers"), ("reading", "per_reading"), ("fused", "mean_ellipse")])
+def test_old_reader_mode_names_warn_and_load_the_same(root, old, new):
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated; it is now called '{new}'"):
+        records = load_reflacx(root, "all", readers=old)
+    assert records == load_reflacx(root, "all", readers=new)
+    name = f"reflacx_test_old_mode_{old}"
+    try:
+        with pytest.warns(DeprecationWarning):
+            register_reflacx(name, str(root), "all", readers=old)
+        assert MetadataCatalog.get(name).readers == new  # the metadata records the current name
+        assert DatasetCatalog.get(name) == records
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_default_reader_mode_is_all_readers(root):
+    assert load_reflacx(root, "all") == load_reflacx(root, "all", readers="all_readers")
+
+
 def test_bad_split_and_mode_rejected(root):
     with pytest.raises(ValueError, match="split"):
         load_reflacx(root, "holdout")
     with pytest.raises(ValueError, match="readers"):
         load_reflacx(root, "all", readers="majority")
+    with pytest.raises(ValueError, match="'weighted_boxes_fusion' is not available"):
+        load_reflacx(root, "all", readers="weighted_boxes_fusion")
 
 
 def test_drop_discarded_eye_tracking(root):
     (a,) = load_reflacx(root, "train", drop_discarded_eye_tracking=True)
     assert a["reading_ids"] == [R1] and a["eye_tracking_discarded"] == [False]
     assert len(a["annotations"]) == 3
-    assert len(load_reflacx(root, "all", readers="reading", drop_discarded_eye_tracking=True)) == 3
+    assert len(load_reflacx(root, "all", readers="per_reading", drop_discarded_eye_tracking=True)) == 3
 
 
 def test_missing_images_for_whole_split_raise(root):
@@ -281,7 +308,7 @@ def test_fusion_is_transitive_but_never_within_a_reading(tmp_path, caplog):
                          [(*box, 3, ["Pulmonary edema"])], width=400, height=400)
                  for rid, box in chain.items()]
     write_reflacx(tmp_path, readings)
-    x, y = load_reflacx(tmp_path, "all", readers="fused")
+    x, y = load_reflacx(tmp_path, "all", readers="mean_ellipse")
     assert sorted(anns(x), key=lambda t: (t[0], t[1])) == [
         (ATEL, [1.0, 0.0, 101.0, 100.0], [ra, rb], 3),  # A1 + B1 (IoU .96) first
         # A2 overlaps B1 by .94 too, but B1's group already holds a reading-A ellipse.
@@ -295,7 +322,7 @@ def test_fusion_is_transitive_but_never_within_a_reading(tmp_path, caplog):
     assert any("metadata_phase_1.csv not found" in r.getMessage() for r in caplog.records)
     edema = next(a for a in x["annotations"] if a["category_id"] == EDEMA)
     assert polygon_bbox(edema["segmentation"][0]) == pytest.approx([355, 0, 400, 50])
-    assert len(load_reflacx(tmp_path, "all", readers="fused", fuse_iou=0.97)[0]["annotations"]) == 7
+    assert len(load_reflacx(tmp_path, "all", readers="mean_ellipse", fuse_iou=0.97)[0]["annotations"]) == 7
 
 
 def test_ellipse_csv_missing_column_raises(tmp_path):
@@ -323,12 +350,12 @@ def test_missing_metadata_raises(tmp_path):
 def test_register_reflacx(root):
     name = "reflacx_test_register_val"
     try:
-        register_reflacx(name, str(root), "validate", classes=["all"], readers="reading")
+        register_reflacx(name, str(root), "validate", classes=["all"], readers="per_reading")
         records = DatasetCatalog.get(name)
         assert [r["reading_ids"] for r in records] == [[R3]]
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == list(REFLACX_LESION_LABELS)
-        assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split) == ("coco", "reflacx", "reading", "val")
+        assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split) == ("coco", "reflacx", "per_reading", "val")
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

@@ -1,9 +1,10 @@
-"""Plane geometry for REFLACX ellipses: ellipse polygons, clipping to the image, box overlap.
+"""Plane geometry for REFLACX ellipses: ellipse polygons and their clipping to the image.
 
 REFLACX radiologists drew axis-aligned ellipses, each inscribed in its ``(xmin, ymin, xmax,
 ymax)`` box. Detectron2 wants instance masks as polygons, so an ellipse becomes a polygon
 whose vertices lie on the ellipse, clipped exactly to the image rectangle. Polygons are flat
-lists ``[x0, y0, x1, y1, ...]`` as in COCO / detectron2 segmentations.
+lists ``[x0, y0, x1, y1, ...]`` as in COCO / detectron2 segmentations. Box overlap (IoU) is
+:mod:`cxr_det.utils.boxes`.
 """
 import math
 from functools import lru_cache
@@ -14,8 +15,6 @@ __all__ = [
     "clip_polygon_to_image",
     "polygon_area",
     "polygon_bbox",
-    "box_area",
-    "box_iou",
 ]
 
 # An inscribed n-gon covers n/(2*pi) * sin(2*pi/n) of the ellipse's area: 98.4% for n = 20,
@@ -146,19 +145,3 @@ def polygon_bbox(poly):
     """XYXY bounding box of a flat polygon."""
     xs, ys = poly[0::2], poly[1::2]
     return [min(xs), min(ys), max(xs), max(ys)]
-
-
-def box_area(box):
-    """Area of an XYXY box (0 when degenerate)."""
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def box_iou(a, b):
-    """Intersection over union of two XYXY boxes (0 when either is degenerate)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0

@@ -32,7 +32,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import VisImage
 
 from cxr_det.data.datasets.vindr import CONSENSUS_READER
-from cxr_det.data.ellipse import box_iou
+from cxr_det.utils.boxes import box_iou
 from cxr_det.data.image_io import read_image
 
 __all__ = [

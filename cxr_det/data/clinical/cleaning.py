@@ -40,9 +40,11 @@ The cleaning events counted by the featurizer are those returned here: ``blank``
 ``out_of_range`` and ``clipped``.
 """
 import math
-import re
 
 import numpy as np
+
+from cxr_det.data.values import parse_number as _parse_number
+from cxr_det.formats.mimic_iv_ed_format import MDF_NET_CLINICAL_CATEGORICAL, MDF_NET_CLINICAL_NUMERIC
 
 __all__ = [
     "DEFAULT_NUMERIC",
@@ -57,8 +59,9 @@ __all__ = [
     "check_ranges",
 ]
 
-DEFAULT_NUMERIC = ("age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity")
-DEFAULT_CATEGORICAL = ("gender",)
+# MDF-Net's features: age and the MIMIC-IV-ED triage measurements; gender.
+DEFAULT_NUMERIC = MDF_NET_CLINICAL_NUMERIC
+DEFAULT_CATEGORICAL = MDF_NET_CLINICAL_CATEGORICAL
 # feature -> (low, high, policy for values outside: "missing" | "clip"); see the module docstring.
 FEATURE_RANGES = {
     "age": (0.0, 110.0, "missing"),
@@ -88,44 +91,19 @@ FEATURE_DESCRIPTIONS = {
 CELSIUS_RANGE = (30.0, 45.0)
 POLICIES = ("missing", "clip")
 
-_NUM = r"(\d+(?:\.\d*)?|\.\d+)"
-_RANGE_RE = re.compile(rf"^{_NUM}\s*(?:-|–|—|to)\s*{_NUM}$", re.IGNORECASE)
-_LOWER_BOUND_RE = re.compile(rf"^{_NUM}\s*\+$")
 _GENDER_ALIASES = {"MALE": "M", "FEMALE": "F"}
 
 
 def parse_number(value):
     """``(float, event)`` for one raw cell; the float is NaN when the value is missing.
 
-    ``event`` is None for a plain number, else one of ``"blank"`` (None/empty/NaN),
-    ``"range_mean"`` (``"8-9"`` -> 8.5), ``"lower_bound"`` (``"10+"`` -> 10) or
-    ``"non_numeric"`` (text such as ``"unable"``, or inf).
+    :func:`cxr_det.data.values.parse_number` with the triage text forms: ``event`` is None
+    for a plain number, else one of ``"blank"`` (None/empty/NaN), ``"range_mean"``
+    (``"8-9"`` -> 8.5), ``"lower_bound"`` (``"10+"`` -> 10) or ``"non_numeric"`` (text such
+    as ``"unable"``, or inf).
     """
-    if value is None:
-        return math.nan, "blank"
-    if isinstance(value, (bool, np.bool_)):
-        return math.nan, "non_numeric"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return math.nan, "blank"
-        return (v, None) if math.isfinite(v) else (math.nan, "non_numeric")
-    text = str(value).strip()
-    if not text or text.lower() in ("nan", "na", "n/a", "none", "null"):
-        return math.nan, "blank"
-    try:
-        v = float(text)
-    except ValueError:
-        pass
-    else:
-        return (v, None) if math.isfinite(v) else (math.nan, "non_numeric")
-    match = _RANGE_RE.match(text)
-    if match:
-        return (float(match.group(1)) + float(match.group(2))) / 2.0, "range_mean"
-    match = _LOWER_BOUND_RE.match(text)
-    if match:
-        return float(match.group(1)), "lower_bound"
-    return math.nan, "non_numeric"
+    v, event = _parse_number(value, text_forms=True)
+    return (math.nan if v is None else v), event
 
 
 def clean_numeric(feature, value, ranges=None, celsius_range=CELSIUS_RANGE):

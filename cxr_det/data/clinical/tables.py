@@ -26,6 +26,10 @@ from cxr_det.data.datasets.common import (
     table_exists,
 )
 from cxr_det.data.dicom import DicomReadError, read_dicom_header
+from cxr_det.formats.mimic_cxr_format import MIMIC_CXR_JPG_DIR, MIMIC_CXR_METADATA
+from cxr_det.formats.mimic_iv_ed_format import EDSTAYS, PATIENTS_PATHS, TRIAGE, TRIAGE_FIELDS
+from cxr_det.formats.reflacx_format import REFLACX_MAIN_DIR, REFLACX_METADATA, REFLACX_PHASES
+from cxr_det.formats.vindr_format import VINDR_DICOM_SUFFIX, VINDR_DIR, VINDR_IMAGE_FOLDERS
 
 __all__ = [
     "TRIAGE_FIELDS",
@@ -40,18 +44,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRIAGE_FIELDS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity")
 MATCH_KINDS = ("inside", "nearest", "none")
 
-# Tables under the dataset root, as PhysioNet ships them (gzipped) or unzipped: each name is
-# looked up as given and with ``.gz`` (see :func:`~cxr_det.data.datasets.common.find_table`).
-CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz"
-EDSTAYS = "mimic-iv-ed/ed/edstays.csv.gz"
-TRIAGE = "mimic-iv-ed/ed/triage.csv.gz"
-PATIENTS = "mimic-iv/hosp/patients.csv.gz"
-PATIENTS_MIMIC_IV_1_0 = "mimic-iv/core/patients.csv.gz"  # MIMIC-IV 1.0 kept patients in core/
-REFLACX_METADATA = "reflacx/main_data/metadata_phase_{}.csv"
-
+# The tables' paths and columns are those of cxr_det.formats.mimic_cxr_format and
+# .mimic_iv_ed_format; each table is looked up as shipped (gzipped) and unzipped (see
+# :func:`~cxr_det.data.datasets.common.find_table`). The columns the join reads, of each:
 _CXR_COLUMNS = ("dicom_id", "subject_id", "StudyDate", "StudyTime")
 _EDSTAYS_COLUMNS = ("subject_id", "stay_id", "intime", "outtime")
 _TRIAGE_COLUMNS = ("stay_id",) + TRIAGE_FIELDS
@@ -98,13 +95,15 @@ def _acquisition_times(date, time) -> pd.Series:
 def _reflacx_dicom_ids(root: Path):
     """dicom_ids of every REFLACX phase present (metadata_phase_{1,2,3}.csv)."""
     ids, found = [], []
-    for phase in (1, 2, 3):
-        path = root / REFLACX_METADATA.format(phase)
+    for phase in REFLACX_PHASES:
+        path = root / REFLACX_MAIN_DIR / REFLACX_METADATA.format(phase=phase)
         if table_exists(path):
             found.append(path)
             ids.extend(_read(path, ("dicom_id",))["dicom_id"].dropna().str.strip())
     if not found:
-        raise DatasetFormatError(f"{root / REFLACX_METADATA.format('{1,2,3}')}: file not found (no REFLACX phase)")
+        phases = "{" + ",".join(str(p) for p in REFLACX_PHASES) + "}"
+        pattern = root / REFLACX_MAIN_DIR / REFLACX_METADATA.format(phase=phases)
+        raise DatasetFormatError(f"{pattern}: file not found (no REFLACX phase)")
     return list(dict.fromkeys(i for i in ids if i))
 
 
@@ -171,10 +170,10 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
     root = dataset_root(root)
     try:
         files = {
-            "metadata": find_table(root / CXR_METADATA),
+            "metadata": find_table(root / MIMIC_CXR_JPG_DIR / MIMIC_CXR_METADATA),
             "edstays": find_table(root / EDSTAYS),
             "triage": find_table(root / TRIAGE),
-            "patients": find_table(root / PATIENTS, root / PATIENTS_MIMIC_IV_1_0),
+            "patients": find_table(*(root / path for path in PATIENTS_PATHS)),
         }
     except DatasetFormatError as e:
         raise DatasetFormatError(f"{e} (needed for REFLACX clinical data)") from e
@@ -297,15 +296,15 @@ def load_vindr_clinical(root=None, image_ids=None) -> dict:
 
     ``image_ids``: only these images (default all). Unreadable DICOMs are skipped (reported).
     """
-    base = dataset_root(root) / "vindr-cxr"
-    folders = [base / f for f in ("train", "test") if (base / f).is_dir()]
+    base = dataset_root(root) / VINDR_DIR
+    folders = [base / f for f in VINDR_IMAGE_FOLDERS if (base / f).is_dir()]
     if not folders:
         raise DatasetFormatError(f"{base}/train, {base}/test: folder not found (VinDr-CXR DICOMs)")
     wanted = None if image_ids is None else {str(i) for i in image_ids}
     skips = SkipLog("VinDr-CXR clinical")
     table = {}
     for folder in folders:
-        for path in sorted(folder.glob("*.dicom")):
+        for path in sorted(folder.glob(f"*{VINDR_DICOM_SUFFIX}")):
             if (wanted is None or path.stem in wanted) and path.stem not in table:
                 try:
                     table[path.stem] = vindr_clinical_from_dicom(path)

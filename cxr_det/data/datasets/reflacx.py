@@ -4,43 +4,37 @@ Reads the dataset exactly as PhysioNet ships it (``reflacx/main_data/metadata_ph
 and one ``anomaly_location_ellipses.csv`` per reading) and pairs each reading with its
 MIMIC-CXR-JPG (or MIMIC-CXR DICOM) image. Every (ellipse, selected label) pair becomes one
 instance whose box is the ellipse's extent and whose mask is the ellipse, both clipped to the
-image. Readings of the same image can be kept apart, pooled, or fused (see :func:`load_reflacx`).
-See docs/CONTRACT.md for the record layout and the bad-input policy.
+image. Readings of the same image can be kept apart (``per_reading``), pooled
+(``all_readers``) or merged (``mean_ellipse``); see :func:`load_reflacx`. The files are read
+by :mod:`.reflacx_readings`; paths, columns and vocabularies are
+:mod:`cxr_det.formats.reflacx_format` (REFLACX v1.0.0, PhysioNet) and
+:mod:`cxr_det.formats.mimic_cxr_format`. See docs/CONTRACT.md for the record layout and the
+bad-input policy.
 """
-import csv
 import inspect
 import logging
-import math
 import os
-import re
 import zlib
 from collections import Counter
-from typing import NamedTuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from cxr_det.data.datasets.common import (
-    DatasetFormatError,
-    SkipLog,
-    clip_box,
-    dataset_root,
-    find_table,
-    open_table_text,
-    read_csv,
-    resolve_classes,
-    table_exists,
-)
-from cxr_det.data.datasets.labels import (
+from cxr_det.data.datasets.common import DatasetFormatError, SkipLog, dataset_root, find_table, resolve_classes, table_exists
+from cxr_det.data.datasets.reflacx_readings import Instance, ellipse_geometry, label_targets, read_ellipses, read_metadata
+from cxr_det.formats import normalise_split, resolve_reader_mode
+from cxr_det.formats.mimic_cxr_format import MIMIC_CXR_IMAGE_DIRS, MIMIC_CXR_IMAGE_SUFFIXES, MIMIC_CXR_JPG_DIR
+from cxr_det.formats.reflacx_format import (
     MDF_NET_CLASSES,
     REFLACX_CERTAINTY_NAMES,
-    REFLACX_PRESENT_CERTAINTY,
-    REFLACX_LABELS,
+    REFLACX_ELLIPSE_FILE,
     REFLACX_LESION_LABELS,
-    REFLACX_PHASE1_LABELS,
-    REFLACX_PHASE1_TO_LABEL,
+    REFLACX_MAIN_DIR,
+    REFLACX_PHASES,
+    REFLACX_PRESENT_CERTAINTY,
+    REFLACX_READER_MODES,
 )
-from cxr_det.data.ellipse import box_iou, clip_polygon_to_image, ellipse_polygon
+from cxr_det.utils.boxes import box_iou
 
 __all__ = [
     "load_reflacx",
@@ -48,49 +42,26 @@ __all__ = [
     "certainty_counts",
     "certainty_rule",
     "certainty_summary",
-    "READER_MODES",
-    "SPLITS",
     "IMAGE_SOURCES",
 ]
 
 logger = logging.getLogger(__name__)
 
-READER_MODES = ("reading", "pooled", "fused")
-SPLITS = ("train", "val", "test", "all")
-IMAGE_SOURCES = ("auto", "jpg", "dicom")
-
-PHASES = (1, 2, 3)
-METADATA_COLUMNS = (
-    "id",
-    "split",
-    "eye_tracking_data_discarded",
-    "image",
-    "dicom_id",
-    "subject_id",
-    "image_size_x",
-    "image_size_y",
-)
-ELLIPSE_FILE = "anomaly_location_ellipses.csv"
-ELLIPSE_COLUMNS = ("xmin", "ymin", "xmax", "ymax", "certainty")
-
-# MIMIC-CXR's split names -> ours.
-_SPLIT_NAMES = {"train": "train", "validate": "val", "val": "val", "test": "test"}
-_TRUE = {"true", "1", "1.0", "yes", "t"}
-_FALSE = {"false", "0", "0.0", "no", "f", ""}
-_STUDY_DIR = re.compile(r"^s(\d+)$")
+# "auto": MIMIC-CXR-JPG if its folder exists, else the DICOM release.
+IMAGE_SOURCES = ("auto",) + tuple(MIMIC_CXR_IMAGE_DIRS)
 
 
-def _normalise_split(split):
-    """``train``/``val``/``test``/``all`` (``validate`` accepted as MIMIC-CXR spells it)."""
-    s = _SPLIT_NAMES.get(str(split).strip().lower(), str(split).strip().lower())
-    if s not in SPLITS:
-        raise ValueError(f"reflacx: unknown split {split!r}; valid: {list(SPLITS)}")
-    return s
+def _reader_mode(readers):
+    """The REFLACX reader mode of ``readers`` in the shared vocabulary (old names warn)."""
+    try:
+        return resolve_reader_mode(readers, "reflacx", REFLACX_READER_MODES)
+    except ValueError as e:
+        raise ValueError(f"{e} (the readers option, cfg.CXR.REFLACX.READERS)") from None
 
 
 def _check_options(readers, image_source, fuse_iou, min_certainty=0):
-    if readers not in READER_MODES:
-        raise ValueError(f"reflacx: unknown readers mode {readers!r}; valid: {list(READER_MODES)}")
+    """Validate the loading options; returns the reader mode's current name. Raises ValueError."""
+    mode = _reader_mode(readers)
     if image_source not in IMAGE_SOURCES:
         raise ValueError(f"reflacx: unknown image_source {image_source!r}; valid: {list(IMAGE_SOURCES)}")
     if not 0.0 <= float(fuse_iou) <= 1.0:
@@ -100,206 +71,13 @@ def _check_options(readers, image_source, fuse_iou, min_certainty=0):
             f"reflacx: min_certainty must be in [0, {max(REFLACX_CERTAINTY_NAMES)}] "
             f"(0 keeps every ellipse), got {min_certainty}"
         )
+    return mode
 
 
-def _parse_bool(text):
-    """A CSV boolean cell (``True``/``False``, also 1/0, blank = False); None if unreadable."""
-    t = str(text).strip().lower()
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    return None
-
-
-def _parse_number(text):
-    """A finite float from a CSV cell, or None (blank, NaN, inf, text)."""
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _parse_int(text):
-    v = _parse_number(text)
-    return int(v) if v is not None and v.is_integer() else None
-
-
-def _image_relpath(image):
-    """Parts of the metadata ``image`` path from its last ``files`` component on, or None."""
-    parts = [p for p in str(image).replace("\\", "/").split("/") if p]
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "files" and i < len(parts) - 1:
-            return parts[i:]
-    return None
-
-
-def _study_id(relparts):
-    for p in relparts:
-        m = _STUDY_DIR.match(p)
-        if m:
-            return int(m.group(1))
-    return None
-
-
-def _read_metadata(main_dir, skips):
-    """Readings of every phase present, as dicts; raises if no phase's metadata exists."""
-    readings, seen = [], set()
-    found = False
-    for phase in PHASES:
-        path = main_dir / f"metadata_phase_{phase}.csv"
-        if not table_exists(path):
-            logger.info("reflacx: %s not found, phase %d skipped", path, phase)
-            continue
-        found = True
-        frame = read_csv(path, METADATA_COLUMNS, dtype=str, keep_default_na=False)
-        for row_no, row in enumerate(frame[list(METADATA_COLUMNS)].itertuples(index=False), start=2):
-            rid, split, discarded, image, dicom_id, subject_id, size_x, size_y = (str(v).strip() for v in row)
-            where = f"{path.name} line {row_no} ({rid})"
-            if not rid:
-                skips.skip("metadata row without a reading id", where)
-                continue
-            if rid in seen:
-                skips.skip("duplicate reading id in metadata", where)
-                continue
-            split_name = _SPLIT_NAMES.get(split.lower())
-            width, height, subject = _parse_int(size_x), _parse_int(size_y), _parse_int(subject_id)
-            discarded_flag = _parse_bool(discarded)
-            relparts = _image_relpath(image)
-            study = _study_id(relparts) if relparts else None
-            problem = None
-            if split_name is None:
-                problem = f"unknown split value {split!r}"
-            elif width is None or height is None or width <= 0 or height <= 0:
-                problem = "bad image_size_x/image_size_y"
-            elif subject is None:
-                problem = "bad subject_id"
-            elif discarded_flag is None:
-                problem = "bad eye_tracking_data_discarded value"
-            elif relparts is None or study is None or not dicom_id:
-                problem = "image path without files/pNN/p<subject>/s<study>/ or no dicom_id"
-            if problem:
-                skips.skip(f"metadata: {problem}", where)
-                continue
-            seen.add(rid)
-            readings.append(
-                dict(
-                    id=rid,
-                    phase=phase,
-                    split=split_name,
-                    discarded=discarded_flag,
-                    relparts=relparts,
-                    dicom_id=dicom_id,
-                    subject_id=subject,
-                    study_id=study,
-                    width=width,
-                    height=height,
-                )
-            )
-    if not found:
-        raise DatasetFormatError(
-            f"{main_dir}: no REFLACX metadata found (expected metadata_phase_1.csv, "
-            f"metadata_phase_2.csv and/or metadata_phase_3.csv)"
-        )
-    return readings
-
-
-def _label_targets(phase, class_index):
-    """Map each label column name of a phase to its category id (None: not selected)."""
-    vocab = REFLACX_PHASE1_LABELS if phase == 1 else REFLACX_LABELS
-    mapping = {}
-    for name in vocab:
-        target = REFLACX_PHASE1_TO_LABEL.get(name, name) if phase == 1 else name
-        mapping[name] = class_index.get(target)
-    return mapping
-
-
-class Instance(NamedTuple):
-    """One (ellipse, class) pair: drawn box, box and polygon clipped to the image, certainty."""
-
-    category_id: int
-    ellipse_box: list
-    box: list
-    polygon: list
-    certainty: int
-    readers: tuple = ()
-
-
-def _ellipse_geometry(box, width, height):
-    """``(clipped box, clipped polygon)`` of the ellipse inscribed in ``box``, or a skip reason."""
-    x0, y0, x1, y1 = box
-    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-        return "ellipse entirely outside the image"
-    poly = ellipse_polygon(box)
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        poly = clip_polygon_to_image(poly, width, height)
-        if not poly:
-            return "ellipse of zero area after clipping to the image"
-        return clip_box(box, width, height), poly
-    return list(box), poly
-
-
-def _read_ellipses(path, reading, label_targets, min_certainty, skips, counters):
-    """Ellipses of one reading that carry a selected label, geometry checked and clipped.
-
-    Returns one :class:`Instance` per selected label of each kept ellipse (two phase-1 labels
-    mapping to the same class count once); the ellipse's polygon is shared between them.
-    """
-    width, height = reading["width"], reading["height"]
-    with open_table_text(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        header = [h.strip() for h in header] if header else []
-        missing = [c for c in ELLIPSE_COLUMNS if c not in header]
-        if missing:
-            raise DatasetFormatError(f"{path}: missing column(s) {missing}; columns present: {header}")
-        coord_idx = [header.index(c) for c in ELLIPSE_COLUMNS]
-        label_cols = []
-        for i, name in enumerate(header):
-            if name in ELLIPSE_COLUMNS:
-                continue
-            if name not in label_targets:
-                skips.skip(f"unknown label column {name!r} in {ELLIPSE_FILE} (column ignored)", str(path))
-                continue
-            if label_targets[name] is not None:
-                label_cols.append((i, label_targets[name]))
-        out = []
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            cells = [row[i] if i < len(row) else "" for i in coord_idx]
-            values = [_parse_number(c) for c in cells]
-            if any(v is None for v in values):
-                skips.skip("ellipse with a non-numeric or NaN coordinate/certainty", f"{path}, line {reader.line_num}")
-                continue
-            x0, y0, x1, y1, certainty = values
-            where = f"{path}, line {reader.line_num}"
-            if not certainty.is_integer() or int(certainty) not in REFLACX_CERTAINTY_NAMES:
-                skips.skip(f"ellipse certainty not an integer 1..{max(REFLACX_CERTAINTY_NAMES)}", f"{where}: {certainty:g}")
-                continue
-            categories = sorted({cid for i, cid in label_cols if i < len(row) and _parse_bool(row[i])})
-            if not categories:
-                continue
-            if certainty < min_certainty:
-                counters["below_min_certainty"] += 1
-                continue
-            if x1 <= x0 or y1 <= y0:
-                skips.skip("degenerate ellipse (xmax <= xmin or ymax <= ymin)", where)
-                continue
-            geometry = _ellipse_geometry([x0, y0, x1, y1], width, height)
-            if isinstance(geometry, str):
-                skips.skip(geometry, where)
-                continue
-            if geometry[0] != [x0, y0, x1, y1]:
-                counters["clipped"] += 1
-            out.extend(Instance(cid, [x0, y0, x1, y1], geometry[0], geometry[1], int(certainty)) for cid in categories)
-    return out
-
-
-def _fuse(instances, fuse_iou, width, height, skips):
+def _mean_ellipse(instances, fuse_iou, width, height, skips):
     """Merge same-class ellipses of different readings whose boxes overlap (IoU >= fuse_iou).
 
+    The ``mean_ellipse`` reader mode.
     ``instances`` carry their reading id in ``readers``. Pairs are joined in order of decreasing
     IoU of their clipped boxes (union-find, i.e. connected components); a join that would put
     two ellipses of one reading in the same group is refused, so a reader's own ellipses are
@@ -315,13 +93,14 @@ def _fuse(instances, fuse_iou, width, height, skips):
             i = parent[i]
         return i
 
+    ious = box_iou([inst.box for inst in instances], [inst.box for inst in instances])
     pairs = []
     for i, a in enumerate(instances):
         for j in range(i + 1, len(instances)):
             b = instances[j]
             if a.category_id != b.category_id or members[i] & members[j]:
                 continue
-            iou = box_iou(a.box, b.box)
+            iou = float(ious[i, j])
             if iou > 0 and iou >= fuse_iou:
                 pairs.append((-iou, i, j))
     for _, i, j in sorted(pairs):
@@ -342,7 +121,7 @@ def _fuse(instances, fuse_iou, width, height, skips):
             fused.append(group[0])
             continue
         mean = [sum(inst.ellipse_box[k] for inst in group) / len(group) for k in range(4)]
-        geometry = _ellipse_geometry(mean, width, height)
+        geometry = ellipse_geometry(mean, width, height)
         if isinstance(geometry, str):  # cannot happen for overlapping in-image members; be safe
             skips.skip(f"fused {geometry}", ",".join(sorted(members[root])))
             continue
@@ -360,6 +139,7 @@ def _fuse(instances, fuse_iou, width, height, skips):
 
 
 def _annotation(inst):
+    """The detectron2 annotation dict of an :class:`~.reflacx_readings.Instance`."""
     return {
         "bbox": [float(v) for v in inst.box],
         "bbox_mode": BoxMode.XYXY_ABS,
@@ -375,7 +155,7 @@ def load_reflacx(
     root,
     split,
     classes=MDF_NET_CLASSES,
-    readers="pooled",
+    readers="all_readers",
     fuse_iou=0.3,
     min_certainty=0,
     drop_discarded_eye_tracking=False,
@@ -391,11 +171,14 @@ def load_reflacx(
         split: ``train``, ``val`` (MIMIC-CXR's ``validate``), ``test`` or ``all``.
         classes: phase-2/3 lesion label names; ``["all"]`` selects every lesion label.
             category_id is the index in this list; phase-1 names are mapped first.
-        readers: ``reading`` (a record per reading), ``pooled`` (a record per image with every
-            reading's ellipses) or ``fused`` (a record per image, same-class ellipses of
-            different readings with box IoU >= ``fuse_iou`` merged into their mean box).
+        readers: the reader mode (:data:`cxr_det.formats.READER_MODES`): ``all_readers`` (a
+            record per image with every reading's ellipses, MDF-Net's choice), ``per_reading``
+            (a record per reading) or ``mean_ellipse`` (a record per image, same-class
+            ellipses of different readings with box IoU >= ``fuse_iou`` merged into their
+            mean box). The earlier names ``pooled``, ``reading`` and ``fused`` still work,
+            with a DeprecationWarning.
         min_certainty: keep ellipses whose certainty (1 Unlikely .. 5 Consistent with, see
-            :data:`~cxr_det.data.datasets.labels.REFLACX_CERTAINTY_NAMES`) is at least this;
+            :data:`~cxr_det.formats.reflacx_format.REFLACX_CERTAINTY_NAMES`) is at least this;
             0 (default) keeps every ellipse, as MDF-Net does; the REFLACX authors count a
             label as present from 3 ("Possibly") on. Dropped ellipses are counted.
         drop_discarded_eye_tracking: drop readings whose eye-tracking data was discarded.
@@ -404,44 +187,44 @@ def load_reflacx(
         log_certainty: log the annotations per certainty (:func:`certainty_summary`) at
             INFO; a dataset registered by :func:`register_reflacx` logs it on its first load.
 
-    Every annotation keeps its ellipse's ``certainty`` (int 1..5; in ``fused`` mode the
+    Every annotation keeps its ellipse's ``certainty`` (int 1..5; in ``mean_ellipse`` mode the
     highest of the merged ellipses); an ellipse whose certainty is not an integer 1..5 is a
     counted skip. Records follow docs/CONTRACT.md. Bad rows and missing readings/images are skipped and
     reported once; missing files or columns raise :class:`DatasetFormatError`.
     """
-    split = _normalise_split(split)
-    _check_options(readers, image_source, fuse_iou, min_certainty)
+    split = normalise_split(split, "reflacx")
+    readers = _check_options(readers, image_source, fuse_iou, min_certainty)
     class_names = resolve_classes(classes, REFLACX_LESION_LABELS, "reflacx")
     class_index = {name: i for i, name in enumerate(class_names)}
     root = dataset_root(root)
-    main_dir = root / "reflacx" / "main_data"
+    main_dir = root / REFLACX_MAIN_DIR
     if image_source == "auto":
-        image_source = "jpg" if (root / "mimic-cxr-jpg").is_dir() else "dicom"
-    image_dir = root / ("mimic-cxr-jpg" if image_source == "jpg" else "mimic-cxr")
-    suffix = ".jpg" if image_source == "jpg" else ".dcm"
+        image_source = "jpg" if (root / MIMIC_CXR_JPG_DIR).is_dir() else "dicom"
+    image_dir = root / MIMIC_CXR_IMAGE_DIRS[image_source]
+    suffix = MIMIC_CXR_IMAGE_SUFFIXES[image_source]
 
     skips = skip_log if skip_log is not None else SkipLog("reflacx")
     counters = {"clipped": 0, "dropped_discarded": 0, "below_min_certainty": 0}
-    readings = _read_metadata(main_dir, skips)
+    readings = read_metadata(main_dir, skips)
     readings = [r for r in readings if split == "all" or r["split"] == split]
     if drop_discarded_eye_tracking:
         counters["dropped_discarded"] = sum(r["discarded"] for r in readings)
         readings = [r for r in readings if not r["discarded"]]
 
-    targets_by_phase = {p: _label_targets(p, class_index) for p in PHASES}
+    targets_by_phase = {p: label_targets(p, class_index) for p in REFLACX_PHASES}
     for r in readings:
         reading_dir = main_dir / r["id"]
-        path = reading_dir / ELLIPSE_FILE
+        path = reading_dir / REFLACX_ELLIPSE_FILE
         if not reading_dir.is_dir():
             skips.skip("reading folder missing (reading skipped)", str(reading_dir))
             r["instances"] = None
             continue
         if not table_exists(path):
-            skips.skip(f"{ELLIPSE_FILE} missing (reading skipped)", str(path))
+            skips.skip(f"{REFLACX_ELLIPSE_FILE} missing (reading skipped)", str(path))
             r["instances"] = None
             continue
         try:
-            r["instances"] = _read_ellipses(path, r, targets_by_phase[r["phase"]], min_certainty, skips, counters)
+            r["instances"] = read_ellipses(path, r, targets_by_phase[r["phase"]], min_certainty, skips, counters)
         except (OSError, EOFError, zlib.error) as e:  # e.g. a damaged .csv.gz
             raise DatasetFormatError(f"{find_table(path)}: cannot be read ({e})") from e
     readings = [r for r in readings if r["instances"] is not None]
@@ -449,7 +232,7 @@ def load_reflacx(
     # Group readings into records: one per reading, or one per image.
     groups = {}
     for r in sorted(readings, key=lambda r: (r["dicom_id"], r["id"])):
-        key = (r["dicom_id"], r["id"]) if readers == "reading" else r["dicom_id"]
+        key = (r["dicom_id"], r["id"]) if readers == "per_reading" else r["dicom_id"]
         groups.setdefault(key, []).append(r)
 
     records, exists_cache, missing_images = [], {}, 0
@@ -465,8 +248,8 @@ def load_reflacx(
             continue
         width, height = first["width"], first["height"]
         instances = [inst._replace(readers=(r["id"],)) for r in members for inst in r["instances"]]
-        if readers == "fused":
-            instances = _fuse(instances, fuse_iou, width, height, skips)
+        if readers == "mean_ellipse":
+            instances = _mean_ellipse(instances, fuse_iou, width, height, skips)
         records.append(
             {
                 "file_name": file_name,
@@ -550,11 +333,10 @@ def register_reflacx(name, root, split, **options):
     unknown = sorted(set(options) - _LOAD_OPTIONS)
     if unknown:
         raise TypeError(f"register_reflacx: unknown option(s) {unknown}; valid: {sorted(_LOAD_OPTIONS)}")
-    split = _normalise_split(split)
-    mode = options.get("readers", "pooled")
-    _check_options(
-        mode, options.get("image_source", "auto"), options.get("fuse_iou", 0.3), options.get("min_certainty", 0)
-    )
+    split = normalise_split(split, "reflacx")
+    checked = ("readers", "image_source", "fuse_iou", "min_certainty")
+    mode = _check_options(**{key: options.get(key, _LOAD_DEFAULTS[key]) for key in checked})
+    options = {**options, "readers": mode}  # warn about an old mode name once, here
     class_names = resolve_classes(options.get("classes", MDF_NET_CLASSES), REFLACX_LESION_LABELS, "reflacx")
     loads = []
 
@@ -574,4 +356,7 @@ def register_reflacx(name, root, split, **options):
     return name
 
 
-_LOAD_OPTIONS = frozenset(inspect.signature(load_reflacx).parameters) - {"root", "split"}
+_LOAD_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(load_reflacx).parameters.items() if name not in ("root", "split")
+}
+_LOAD_OPTIONS = frozenset(_LOAD_DEFAULTS)
