@@ -12,31 +12,24 @@ Irregular but readable files are read, never silently: each departure from the n
 (a file without preamble/``DICM``/file meta, an invalid window, a decoder fallback) is
 logged and appended as a :class:`ReadNote` to the caller's ``notes`` list, so that tools
 can count and report them.
-(Writing DICOMs, for tests and synthetic data: :mod:`cxr_det.data.synthetic.dicom_writer`.)
+
+This module decodes pixels. Opening a file (from disk or memory) and reading its header
+tags is :mod:`cxr_det.data.dicom_header`; the in-memory sources and the read notes are
+:mod:`cxr_det.data.image_source`. Their public names are importable from here too.
+(Writing DICOMs, for tests and synthetic data: :mod:`cxr_det.synthetic.dicom_writer`.)
 """
-import io
 import logging
-import os
-import re
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGExtended12Bit,
-)
+from pydicom.uid import JPEGExtended12Bit
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut, apply_windowing
 except ImportError:  # pragma: no cover - pydicom 2.x
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing
 
-from cxr_det.data.datasets.common import DatasetFormatError
+from cxr_det.data.dicom_header import DicomReadError, dicom_size, open_dicom, parse_patient_age, read_dicom_header
+from cxr_det.data.image_source import ReadNote, add_note, is_in_memory, memory_bytes, source_label
 
 __all__ = [
     "DicomReadError",
@@ -58,253 +51,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-# Days per year and weeks per year (Gregorian average), for DICOM Age Strings.
-_DAYS_PER_YEAR = 365.2425
-_AGE_UNIT_YEARS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / _DAYS_PER_YEAR, "D": 1.0 / _DAYS_PER_YEAR}
-_AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY]?)\s*$", re.IGNORECASE)
+
 
 #: Intensity rules (see :func:`intensity_range`): "auto" uses a DICOM's own VOI LUT or
 #: window when it has one, else the full range of its values; "minmax" always the full
 #: range; "percentile" a window between two percentiles of the values.
 SCALINGS = ("auto", "minmax", "percentile")
 DEFAULT_PERCENTILES = (0.5, 99.5)
-
-
-class DicomReadError(DatasetFormatError):
-    """A DICOM file is missing, is not DICOM, or has no decodable pixel data."""
-
-
-class ReadNote(NamedTuple):
-    """A readable image that left the normal reading path: ``kind`` and a message naming the file.
-
-    Kinds: ``no_file_meta`` (DICOM without preamble/``DICM``/file meta, read with
-    ``force=True``), ``invalid_voi`` (VOI LUT or window not applicable; full range used),
-    ``decoder_fallback`` (pixel data decoded outside pydicom's plugins),
-    ``color_to_gray`` (colour channels differed and were merged to luma),
-    ``alpha_ignored`` (a non-opaque alpha channel was discarded).
-    """
-
-    kind: str
-    message: str
-
-
-def _note(notes, kind, message):
-    logger.warning("%s", message)
-    if notes is not None:
-        notes.append(ReadNote(kind, message))
-
-
-# ---------------------------------------------------------------------------------------
-# Sources: a path, or an image held in memory (an upload), never written to disk
-
-
-def is_in_memory(source) -> bool:
-    """Whether ``source`` is an image held in memory (``bytes``, ``bytearray``, ``memoryview``
-    or a readable binary file-like object such as ``io.BytesIO``) rather than a path."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return True
-    return hasattr(source, "read") and not isinstance(source, (str, os.PathLike))
-
-
-def memory_bytes(source, limit=None) -> bytes:
-    """The bytes of an in-memory ``source`` (:func:`is_in_memory`): a file-like object is read
-    from its start (when seekable) and its position restored. ``limit``: at most that many
-    leading bytes. Raises TypeError when ``source`` is a path."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        return data if limit is None else data[:limit]
-    if not is_in_memory(source):
-        raise TypeError(f"memory_bytes: expected bytes or a file-like object, got {type(source).__name__}")
-    seekable = getattr(source, "seekable", lambda: False)()
-    position = source.tell() if seekable else None
-    if seekable:
-        source.seek(0)
-    data = source.read() if limit is None else source.read(limit)
-    if seekable:
-        source.seek(position)
-    return bytes(data)
-
-
-def source_label(source, name=None) -> str:
-    """How messages name ``source``: the path itself, else ``name``, else the file-like's
-    ``name`` attribute, else ``"<in-memory image>"``."""
-    if not is_in_memory(source):
-        return str(Path(source))
-    name = name or getattr(source, "name", None)
-    return str(name) if isinstance(name, (str, os.PathLike)) and str(name) else "<in-memory image>"
-
-
-def _implied_transfer_syntax(ds):
-    """Transfer syntax of a dataset read without file meta, from the encoding pydicom detected."""
-    implicit, little = getattr(ds, "original_encoding", (None, None))
-    if implicit is None:
-        implicit, little = ds.is_implicit_VR, ds.is_little_endian
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def _open(path, *, allow_no_file_meta=True, notes=None, name=None, **kwargs) -> pydicom.FileDataset:
-    """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the file.
-
-    ``path``: a file, or the file's content in memory (:func:`is_in_memory`; read from
-    memory, never written to disk), then named ``name`` in messages (:func:`source_label`).
-
-    A file without the 128-byte preamble, the ``DICM`` prefix or the File Meta Information
-    group (PS3.10 7.1) is read with ``force=True`` when ``allow_no_file_meta`` (the
-    transfer syntax is then the uncompressed one pydicom detects, recorded in
-    ``file_meta``), with a ``no_file_meta`` note; it must then hold Rows and Columns, else
-    it is not taken for DICOM. With ``allow_no_file_meta=False`` it raises.
-    """
-    label = source_label(path, name)
-    if is_in_memory(path):
-        data = memory_bytes(path)
-        if not data:
-            raise DicomReadError(f"{label}: empty file, not a DICOM")
-
-        def read(**options):
-            return pydicom.dcmread(io.BytesIO(data), **options)
-    else:
-        if not Path(path).is_file():
-            raise DicomReadError(f"{label}: DICOM file not found")
-
-        def read(**options):
-            return pydicom.dcmread(str(path), **options)
-    try:
-        return read(**kwargs)
-    except pydicom.errors.InvalidDicomError as e:
-        if not allow_no_file_meta:
-            raise DicomReadError(
-                f"{label}: not a DICOM file ({e}); files without the DICOM preamble/'DICM'/file meta "
-                "are rejected because allow_no_file_meta=False"
-            ) from e
-        first_error = e
-    except Exception as e:  # truncated or corrupt files fail in many ways inside pydicom
-        raise DicomReadError(f"{label}: cannot be read as DICOM ({type(e).__name__}: {e})") from e
-    try:
-        ds = read(force=True, **kwargs)
-    except Exception as e:
-        raise DicomReadError(f"{label}: not a DICOM file ({first_error}; forced read failed: {e})") from e
-    if "Rows" not in ds or "Columns" not in ds:
-        raise DicomReadError(
-            f"{label}: not a DICOM file ({first_error}; read without file meta it has no Rows/Columns)"
-        )
-    syntax = _implied_transfer_syntax(ds)
-    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
-        raise DicomReadError(
-            f"{label}: no DICOM file meta, and its pixel data is encapsulated (compressed), so its "
-            "transfer syntax is unknown; rewrite it with a file meta header (e.g. gdcmconv)"
-        )
-    if getattr(ds, "file_meta", None) is None:
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    _note(
-        notes,
-        "no_file_meta",
-        f"{label}: no DICOM preamble/'DICM'/file meta; read anyway as {syntax.name} "
-        "(pass allow_no_file_meta=False to reject such files)",
-    )
-    return ds
-
-
-def _first(value):
-    """First item of a multi-valued DICOM element (or the value itself)."""
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        return value[0] if len(value) else None
-    return value
-
-
-def _float_or_none(value):
-    value = _first(value)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
-
-
-def _int_or_none(value):
-    value = _first(value)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_patient_age(value):
-    """A DICOM Age String (``065Y``, ``040M``, ``003W``, ``010D``) in years, or None.
-
-    A bare number (``65``, seen in some exports) is read as years. Missing, empty or
-    otherwise garbled values give None; ``000Y`` gives 0.0 (it is left to callers to treat
-    it as unknown).
-    """
-    if value is None:
-        return None
-    match = _AGE_RE.match(str(value))
-    if not match:
-        return None
-    number, unit = match.groups()
-    return int(number) * _AGE_UNIT_YEARS[(unit or "Y").upper()]
-
-
-def _parse_sex(value):
-    value = (str(value).strip().upper() if value is not None else "")
-    return value if value in ("M", "F", "O") else None
-
-
-def read_dicom_header(path, *, allow_no_file_meta=True, notes=None, name=None) -> dict:
-    """Header fields of a DICOM without decoding its pixels.
-
-    Returns ``rows``, ``columns``, ``photometric``, ``bits_stored``, ``pixel_spacing``
-    ((row, column) mm, from PixelSpacing, else ImagerPixelSpacing, else None),
-    ``patient_age_years`` (float or None), ``patient_sex`` ("M"/"F"/"O" or None),
-    ``window_center``/``window_width`` (first values or None), ``rescale_slope``/
-    ``rescale_intercept`` (or None), and the raw strings ``patient_age_raw``,
-    ``patient_sex_raw``, ``transfer_syntax``. Raises :class:`DicomReadError`; a file
-    without file meta is read as in :func:`read_dicom` (``allow_no_file_meta``, ``notes``).
-    ``path`` may be the file's content in memory, named ``name`` (as in :func:`read_dicom`).
-    """
-    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    try:
-        spacing = tuple(float(v) for v in spacing) if spacing else None
-    except (TypeError, ValueError):
-        spacing = None
-    age_raw = ds.get("PatientAge")
-    sex_raw = ds.get("PatientSex")
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    return {
-        "rows": _int_or_none(ds.get("Rows")),
-        "columns": _int_or_none(ds.get("Columns")),
-        "photometric": str(ds.get("PhotometricInterpretation", "")).strip() or None,
-        "bits_stored": _int_or_none(ds.get("BitsStored")),
-        "pixel_spacing": spacing,
-        "patient_age_years": parse_patient_age(age_raw),
-        "patient_sex": _parse_sex(sex_raw),
-        "window_center": _float_or_none(ds.get("WindowCenter")),
-        "window_width": _float_or_none(ds.get("WindowWidth")),
-        "rescale_slope": _float_or_none(ds.get("RescaleSlope")),
-        "rescale_intercept": _float_or_none(ds.get("RescaleIntercept")),
-        "patient_age_raw": None if age_raw is None else str(age_raw),
-        "patient_sex_raw": None if sex_raw is None else str(sex_raw),
-        "transfer_syntax": None if syntax is None else str(syntax),
-    }
-
-
-def dicom_size(path, *, allow_no_file_meta=True, notes=None, name=None):
-    """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read).
-
-    Raises :class:`DicomReadError`; files without file meta, and files in memory (``name``),
-    as in :func:`read_dicom`.
-    """
-    ds = _open(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
-    rows, cols = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
-    if not rows or not cols:
-        raise DicomReadError(f"{source_label(path, name)}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
-    return rows, cols
-
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -428,7 +181,7 @@ def _apply_voi(values, ds, path, notes):
             out = np.asarray(apply_windowing(values, ds), dtype=np.float64)
             return out, _window_output_range(ds)
     except Exception as e:  # an invalid window (width < 1, empty tag) or LUT: full range instead
-        _note(notes, "invalid_voi", f"{path}: VOI LUT/window not applicable ({e}); using the full range of the pixel values instead")
+        add_note(notes, "invalid_voi", f"{path}: VOI LUT/window not applicable ({e}); using the full range of the pixel values instead", logger)
     return None
 
 
@@ -483,7 +236,7 @@ def _decode(path, ds, notes, label=None):
         except Exception as e:
             error = e
         else:
-            _note(notes, "decoder_fallback", f"{label}: 12-bit JPEG Extended decoded by GDCM directly, outside pydicom")
+            add_note(notes, "decoder_fallback", f"{label}: 12-bit JPEG Extended decoded by GDCM directly, outside pydicom", logger)
             return pixels
     else:
         try:
@@ -509,7 +262,7 @@ def read_dicom(
     onto 0..255 by :func:`scale_to_uint8`.
 
     Compressed transfer syntaxes are decoded by pydicom's plugins (docs/images.md lists
-    the packages per syntax). ``allow_no_file_meta``/``notes``: see :func:`_open`;
+    the packages per syntax). ``allow_no_file_meta``/``notes``: see :func:`~cxr_det.data.dicom_header.open_dicom`;
     ``notes`` (a list) also receives ``invalid_voi`` and ``decoder_fallback`` notes.
     ``path`` may also be the file's content in memory (``bytes`` or a binary file-like
     object, :func:`is_in_memory`): it is decoded from memory, never written to disk, and
@@ -520,7 +273,7 @@ def read_dicom(
     """
     if scaling not in SCALINGS:
         raise ValueError(f"intensity scaling must be one of {SCALINGS}, got {scaling!r}")
-    ds = _open(path, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
+    ds = open_dicom(path, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
     label = source_label(path, name)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise DicomReadError(f"{label}: DICOM has no pixel data")

@@ -35,17 +35,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cxr_det.data.datasets.common import DatasetFormatError
-from cxr_det.data.dicom import (
-    DEFAULT_PERCENTILES,
-    SCALINGS,
-    ReadNote,
-    intensity_range,
-    is_in_memory,
-    memory_bytes,
-    read_dicom,
-    scale_to_uint8,
-    source_label,
-)
+from cxr_det.data.dicom import DEFAULT_PERCENTILES, SCALINGS, intensity_range, read_dicom, scale_to_uint8
+from cxr_det.data.image_source import ReadNote, add_note, is_in_memory, memory_bytes, source_label
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -88,7 +79,7 @@ def is_dicom(path, name=None) -> bool:
     """Whether ``path`` names a DICOM by its suffix (``.dcm``, ``.dicom``, any case).
 
     For a file held in memory (``bytes`` or a binary file-like object, see
-    :func:`cxr_det.data.dicom.is_in_memory`): its ``name`` hint (else the file-like's
+    :func:`cxr_det.data.image_source.is_in_memory`): its ``name`` hint (else the file-like's
     ``name`` attribute) ends in such a suffix, or its bytes hold ``DICM`` at offset 128.
     """
     if not is_in_memory(path):
@@ -113,12 +104,6 @@ def gray_to_format(gray: np.ndarray, image_format: str) -> np.ndarray:
     raise ValueError(f"INPUT.FORMAT {image_format!r} is not supported for chest X-rays; use BGR, RGB or L")
 
 
-def _note(notes, kind, message):
-    logger.warning("%s", message)
-    if notes is not None:
-        notes.append(ReadNote(kind, message))
-
-
 def _sixteen_bit_color(source, image) -> bool:
     """Whether a file (path or bytes) Pillow opened as 8-bit RGB(A) really stores 16 bits per sample (PNG or TIFF)."""
     if image.mode not in ("RGB", "RGBA"):
@@ -141,11 +126,11 @@ def _color_to_gray(channels: np.ndarray, alpha, path, notes) -> np.ndarray:
     """HxWx3 RGB (uint8 or uint16) to HxW of the same dtype: the channel itself when all three
     agree, else BT.601 luma rounded to the nearest integer (notes as in the module docstring)."""
     if alpha is not None and np.any(alpha != np.iinfo(alpha.dtype).max):
-        _note(notes, "alpha_ignored", f"{path}: alpha channel is not fully opaque; it was ignored")
+        add_note(notes, "alpha_ignored", f"{path}: alpha channel is not fully opaque; it was ignored", logger)
     r, g, b = (channels[..., i] for i in range(3))
     if np.array_equal(r, g) and np.array_equal(g, b):
         return np.ascontiguousarray(r)
-    _note(notes, "color_to_gray", f"{path}: colour channels differ; converted to gray with BT.601 luma weights")
+    add_note(notes, "color_to_gray", f"{path}: colour channels differ; converted to gray with BT.601 luma weights", logger)
     luma = channels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     return np.rint(luma).astype(channels.dtype)
 

@@ -52,7 +52,7 @@ from cxr_det.data.datasets.vindr_cache import (
     read_scales,
     resolve_cache_dir,
 )
-from cxr_det.data.dicom import DicomReadError, dicom_size
+from cxr_det.data.dicom_header import DicomReadError, dicom_size
 from cxr_det.formats import SPLITS, normalise_split, resolve_reader_mode
 from cxr_det.formats.vindr_format import (
     VINDR_CONSENSUS_READER,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from cxr_det.data.datasets.common import DatasetFormatError, read_csv
 from cxr_det.data.datasets.vindr_annotations import vindr_dir
-from cxr_det.data.dicom import DicomReadError
+from cxr_det.data.dicom_header import DicomReadError
 from cxr_det.data.image_io import DEFAULT_PERCENTILES, SCALINGS, read_gray
 from cxr_det.formats.vindr_format import VINDR_DICOM_SUFFIX, VINDR_IMAGE_FOLDERS
 
