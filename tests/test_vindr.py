@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -456,3 +457,26 @@ def test_reader_modes_of_other_datasets_and_empty_modes_are_rejected(physionet):
     with pytest.raises(ValueError, match="per_reading"):
         register_vindr("vindr_test_bad_mode", physionet, "train", readers="per_reading")
     assert "vindr_test_bad_mode" not in DatasetCatalog.list()
+
+
+def test_schema_module_agrees_with_the_hand_written_layout(physionet):
+    """cxr_det.formats.vindr_format against the fixtures of this file, written by hand from
+    the PhysioNet v1.0.0 and Kaggle files (the fixtures stay independent of the module)."""
+    from cxr_det.formats import NO_FINDING
+    from cxr_det.formats import vindr_format as F
+
+    base = physionet / F.VINDR_DIR
+    assert (base / F.VINDR_PHYSIONET_ANNOTATIONS["train"]).is_file()
+    assert (base / F.VINDR_PHYSIONET_ANNOTATIONS["test"]).is_file()
+    assert list(F.VINDR_PHYSIONET_COLUMNS) == ["image_id", "rad_id", "class_name", *BOX_HEADER]
+    assert list(F.VINDR_KAGGLE_COLUMNS) == ["image_id", "class_name", "class_id", "rad_id", *BOX_HEADER]
+    assert F.VINDR_KAGGLE_ANNOTATIONS == {"train": "train.csv"}
+    assert sorted(p.suffix for p in (base / "train").iterdir()) == [F.VINDR_DICOM_SUFFIX] * 3
+    assert len(F.VINDR_LOCAL_LABELS) == 22 and len(F.VINDR_GLOBAL_LABELS) == 6
+    assert set(F.VINDR_KAGGLE_CLASSES) <= set(F.VINDR_LOCAL_LABELS) and len(F.VINDR_KAGGLE_CLASSES) == 14
+    assert F.VINDR_KAGGLE_CLASSES[3] == "Cardiomegaly" and F.VINDR_KAGGLE_CLASSES[13] == "Pulmonary fibrosis"
+    assert F.VINDR_NO_FINDING_ID == 14 and F.VINDR_GLOBAL_LABELS[-1] == NO_FINDING
+    assert F.VINDR_IMAGE_LABEL_COLUMNS == F.VINDR_LOCAL_LABELS + F.VINDR_GLOBAL_LABELS
+    rad_id = re.compile(F.VINDR_RAD_ID_PATTERN)
+    assert all(rad_id.match(row[1]) for row in PHYSIONET_TRAIN)
+    assert not rad_id.match(F.VINDR_CONSENSUS_READER)

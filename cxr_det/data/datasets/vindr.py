@@ -100,6 +100,7 @@ def is_val_image(image_id: str, val_fraction: float) -> bool:
 
 
 def _safe_size(path):
+    """``(rows, columns)`` of one DICOM, or the error's text when it cannot be read."""
     try:
         return dicom_size(path)
     except DicomReadError as e:
