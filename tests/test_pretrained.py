@@ -88,7 +88,7 @@ def test_train_net_offline_with_model_zoo_weights_names_the_fix(offline, monkeyp
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "fvcore_cache"))
     make_reflacx(tmp_path / "data", 12, seed=1, size=128)
     args = argument_parser().parse_args([
-        "--config-file", str(ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml"),
+        "--config-file", str(ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN.yaml"),
         "CXR.DATASET_ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", "cpu",
         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128", "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.IMS_PER_BATCH", "1"])

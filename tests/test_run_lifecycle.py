@@ -313,7 +313,7 @@ def test_visualize_json_results_refuses_predictions_of_another_image_frame(tmp_p
 def test_data_tools_do_not_warn_about_the_models_device(synthetic_root, tmp_path):
     # Before: converting or drawing data with a GPU config warned "MODEL.DEVICE=cuda but CUDA is
     # not available" although no model is built.
-    config = ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml"
+    config = ROOT / "configs/REFLACX/faster_rcnn_R_50_FPN.yaml"
     run = subprocess.run(
         [sys.executable, str(ROOT / "tools/convert_to_coco.py"), "--dataset", "reflacx", "--split", "val",
          "--config-file", str(config), "--output", str(tmp_path / "val.json")],

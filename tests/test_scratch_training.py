@@ -130,7 +130,7 @@ def test_mobilenet_configs_are_unchanged_from_scratch(config, caplog):
 
 
 def test_no_switch_with_pretrained_weights():
-    config = CONFIG_DIR / "REFLACX/faster_rcnn_R_50_FPN_3x.yaml"
+    config = CONFIG_DIR / "REFLACX/faster_rcnn_R_50_FPN.yaml"
     cfg = model_cfg(str(config))
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://")
     assert scratch_changes(cfg) == []

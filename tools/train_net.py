@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train and evaluate detectors on chest X-ray datasets with detectron2.
 
-    tools/train_net.py --config-file configs/REFLACX/faster_rcnn_R_50_FPN_3x.yaml
+    tools/train_net.py --config-file configs/REFLACX/faster_rcnn_R_50_FPN.yaml
     tools/train_net.py --config-file ... --resume                       # continue an interrupted run
-    tools/train_net.py --eval-only --run output/reflacx/faster_rcnn_R_50_FPN_3x [KEY VALUE ...]
+    tools/train_net.py --eval-only --run output/reflacx/faster_rcnn_R_50_FPN [KEY VALUE ...]
     tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     tools/train_net.py --config-file ... --num-gpus 8
 
