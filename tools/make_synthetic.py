@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cxr_det  # noqa: E402,F401  (applies the compatibility fixes first)
+from cxr_det.formats.vindr_format import VINDR_LAYOUTS  # noqa: E402
 from cxr_det.synthetic import make_reflacx, make_vindr  # noqa: E402
 
 
@@ -24,7 +25,7 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, required=True, help="number of distinct images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=512, help="nominal image side in pixels")
-    p.add_argument("--layout", choices=("physionet", "kaggle"), default="physionet", help="VinDr layout")
+    p.add_argument("--layout", choices=VINDR_LAYOUTS, default="physionet", help="VinDr layout")
     p.add_argument("--reflacx-dicom", action="store_true", help="REFLACX: also write the MIMIC-CXR DICOMs")
     p.add_argument(
         "--unzipped-tables",

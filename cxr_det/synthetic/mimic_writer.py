@@ -6,19 +6,29 @@ not at) the studies, triage vitals that carry the patient's state, decoy stays a
 subjects, and the real tables' dirt (Celsius temperatures, blanks, text in numeric
 columns, impossible values) injected into triage at :data:`TRIAGE_DIRT_RATES`.
 
-Sources of the layouts (see docs/CONTRACT.md): MIMIC-CXR-JPG v2.0.0 (Johnson et al.,
-PhysioNet 2019, https://physionet.org/content/mimic-cxr-jpg/2.0.0/), MIMIC-IV-ED ``ed/``
-(v1.0 / 2.x, https://physionet.org/content/mimic-iv-ed/) and MIMIC-IV ``hosp/patients``
-(https://physionet.org/content/mimiciv/).
+Paths and columns come from :mod:`cxr_det.formats.mimic_cxr_format` (MIMIC-CXR-JPG v2.0.0)
+and :mod:`cxr_det.formats.mimic_iv_ed_format` (MIMIC-IV-ED ``ed/edstays``, ``ed/triage``;
+MIMIC-IV 2.x ``hosp/patients``), which cite their PhysioNet sources.
 """
 from collections import Counter
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from cxr_det.formats.mimic_cxr_format import MIMIC_CXR_IMAGE_PATH, MIMIC_CXR_JPG_DIR, MIMIC_CXR_METADATA, MIMIC_CXR_METADATA_COLUMNS
+from cxr_det.formats.mimic_iv_ed_format import (
+    ANCHOR_AGE_CAP,
+    EDSTAYS,
+    EDSTAYS_COLUMNS,
+    PATIENTS,
+    PATIENTS_COLUMNS,
+    TRIAGE,
+    TRIAGE_COLUMNS,
+    TRIAGE_FIELDS,
+)
 from cxr_det.synthetic.dataset_writer import unique_ints
 
-__all__ = ["TRIAGE_DIRT_RATES", "new_dicom_id", "write_clinical_tables"]
+__all__ = ["TRIAGE_DIRT_RATES", "image_path", "new_dicom_id", "write_clinical_tables"]
 
 # Fraction of triage rows given each kind of dirt (each kind appears at least once).
 TRIAGE_DIRT_RATES = {
@@ -31,14 +41,6 @@ TRIAGE_DIRT_RATES = {
     "o2sat_58": 0.03,
 }
 
-_CXR_META_COLUMNS = (
-    "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,StudyTime,"
-    "ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning"
-).split(",")
-_EDSTAYS_COLUMNS = "subject_id,hadm_id,stay_id,intime,outtime,gender,race,arrival_transport,disposition".split(",")
-_TRIAGE_COLUMNS = "subject_id,stay_id,temperature,heartrate,resprate,o2sat,sbp,dbp,pain,acuity,chiefcomplaint".split(",")
-_PATIENTS_COLUMNS = "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod".split(",")
-
 _COMPLAINTS = {
     "infective": ("Fever", "Cough, Fever", "Fever, Dyspnea", "Cough", "Fever, Chills", "Weakness, Fever"),
     "cardiac": ("Dyspnea", "SOB", "Shortness of breath, Leg swelling", "Chest pain, Dyspnea", "Edema", "DYSPNEA"),
@@ -47,6 +49,21 @@ _COMPLAINTS = {
 _RACES = ("WHITE", "WHITE", "WHITE", "BLACK/AFRICAN AMERICAN", "HISPANIC/LATINO - PUERTO RICAN", "ASIAN - CHINESE", "OTHER", "UNKNOWN")
 _TRANSPORT = ("AMBULANCE", "WALK IN", "WALK IN", "UNKNOWN", "OTHER")
 _YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
+
+
+def image_path(image, suffix):
+    """Path of ``image`` inside a MIMIC-CXR release folder: ``files/pNN/p<subject>/s<study>/<dicom_id><suffix>``.
+
+    ``image`` has ``subject_id``, ``study_id`` and ``dicom_id``; ``suffix`` is ``.jpg``
+    (MIMIC-CXR-JPG) or ``.dcm`` (MIMIC-CXR).
+    """
+    return MIMIC_CXR_IMAGE_PATH.format(
+        subject_group=str(image.subject_id)[:2],
+        subject_id=image.subject_id,
+        study_id=image.study_id,
+        dicom_id=image.dicom_id,
+        suffix=suffix,
+    )
 
 
 def new_dicom_id(rng, taken):
@@ -59,6 +76,11 @@ def new_dicom_id(rng, taken):
         if value not in taken:
             taken.add(value)
             return value
+
+
+def _csv(shipped):
+    """The ``.csv`` name of a table the schema names as shipped (``.csv.gz``)."""
+    return shipped[: -len(".gz")] if shipped.endswith(".gz") else shipped
 
 
 def _fmt_dt(dt):
@@ -131,7 +153,7 @@ def _inject_dirt(rng, triage_rows):
                 if row["temperature"] is not None:
                     row["temperature"] = round((row["temperature"] - 32.0) * 5.0 / 9.0, 1)
             elif kind == "missing":
-                keys = ["temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity"]
+                keys = list(TRIAGE_FIELDS)
                 for key in rng.choice(keys, size=int(rng.integers(1, 4)), replace=False):
                     row[str(key)] = None
             elif kind == "pain_text":
@@ -187,7 +209,7 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
         anchor_age = age - (first.study_dt.year - anchor_year)
         patients[sid] = {
             "gender": "M" if rng.random() < 0.5 else "F",
-            "anchor_age": 91 if anchor_age > 89 else anchor_age,
+            "anchor_age": ANCHOR_AGE_CAP if anchor_age > 89 else anchor_age,
             "anchor_year": anchor_year,
             "anchor_year_group": str(rng.choice(_YEAR_GROUPS)),
             "dod": "",
@@ -205,7 +227,7 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
         cxr_rows.append(
             [im.dicom_id, im.subject_id, im.study_id, desc, im.view, im.height, im.width, t.strftime("%Y%m%d"), f"{study_time:.3f}".rstrip("0").rstrip("."), desc, "postero-anterior" if pa else "antero-posterior", "Erect" if pa else "Recumbent"]
         )
-    writer.csv("mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv", _CXR_META_COLUMNS, cxr_rows, gzipped=gzipped)
+    writer.csv(_csv(f"{MIMIC_CXR_JPG_DIR}/{MIMIC_CXR_METADATA}"), MIMIC_CXR_METADATA_COLUMNS, cxr_rows, gzipped=gzipped)
 
     stay_taken = set()
     hadm_taken = set()
@@ -274,8 +296,8 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
     stays.sort(key=lambda s: (s["subject_id"], s["intime"]))
     dirt = _inject_dirt(rng, stays)
     writer.csv(
-        "mimic-iv-ed/ed/edstays.csv",
-        _EDSTAYS_COLUMNS,
+        _csv(EDSTAYS),
+        EDSTAYS_COLUMNS,
         [
             [s["subject_id"], "" if s["hadm_id"] is None else s["hadm_id"], s["stay_id"], _fmt_dt(s["intime"]), _fmt_dt(s["outtime"]), patients[s["subject_id"]]["gender"], s["race"], s["transport"], s["disposition"]]
             for s in stays
@@ -283,8 +305,8 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
         gzipped=gzipped,
     )
     writer.csv(
-        "mimic-iv-ed/ed/triage.csv",
-        _TRIAGE_COLUMNS,
+        _csv(TRIAGE),
+        TRIAGE_COLUMNS,
         [
             [s["subject_id"], s["stay_id"], _num(s["temperature"]), _num(s["heartrate"]), _num(s["resprate"]), _num(s["o2sat"]), _num(s["sbp"]), _num(s["dbp"]), s["pain"] or "", _num(s["acuity"]), s["chiefcomplaint"]]
             for s in stays
@@ -292,8 +314,8 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
         gzipped=gzipped,
     )
     writer.csv(
-        "mimic-iv/hosp/patients.csv",
-        _PATIENTS_COLUMNS,
+        _csv(PATIENTS),
+        PATIENTS_COLUMNS,
         [[sid, p["gender"], p["anchor_age"], p["anchor_year"], p["anchor_year_group"], p["dod"]] for sid, p in sorted(patients.items())],
         gzipped=gzipped,
     )

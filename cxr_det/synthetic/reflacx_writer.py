@@ -22,14 +22,40 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_det.data.datasets.labels import (
-    REFLACX_LABELS,
+from cxr_det.formats.mimic_cxr_format import (
+    MIMIC_CXR_DICOM_DIR,
+    MIMIC_CXR_IMAGE_SUFFIXES,
+    MIMIC_CXR_JPG_DIR,
+    MIMIC_CXR_SPLITS,
+)
+from cxr_det.formats.mimic_iv_ed_format import MIMIC_IV_DIR, MIMIC_IV_ED_DIR
+from cxr_det.formats.reflacx_format import (
+    REFLACX_CHEST_BOX_COLUMNS,
+    REFLACX_CHEST_BOX_FILE,
+    REFLACX_DIR,
+    REFLACX_ELLIPSE_COLUMNS,
+    REFLACX_ELLIPSE_FILE,
+    REFLACX_FIXATIONS_COLUMNS,
+    REFLACX_FIXATIONS_FILE,
+    REFLACX_GAZE_COLUMNS,
+    REFLACX_GAZE_DIR,
+    REFLACX_GAZE_FILE,
+    REFLACX_IMAGE_PREFIX,
+    REFLACX_LABELS_BY_PHASE,
+    REFLACX_LESION_LABELS,
+    REFLACX_MAIN_DIR,
+    REFLACX_METADATA,
+    REFLACX_METADATA_COLUMNS,
     REFLACX_PHASE1_LABELS,
     REFLACX_PHASE1_TO_LABEL,
+    REFLACX_PHASES,
+    REFLACX_TIMESTAMPS_COLUMNS,
+    REFLACX_TIMESTAMPS_FILE,
+    REFLACX_TRANSCRIPTION_FILE,
 )
 from cxr_det.synthetic import render
 from cxr_det.synthetic.dataset_writer import DatasetWriter, unique_ints
-from cxr_det.synthetic.mimic_writer import new_dicom_id, write_clinical_tables
+from cxr_det.synthetic.mimic_writer import image_path, new_dicom_id, write_clinical_tables
 
 __all__ = ["make_reflacx"]
 
@@ -52,8 +78,13 @@ _LESION_WEIGHTS = {
     "Lung nodule or mass": 1.0,
     "Pneumothorax": 1.0,
 }
-# Lesions without a phase-1 label name are not drawn on phase-1 images.
-_NO_PHASE1_NAME = ("Enlarged hilum", "Hiatal hernia", "Interstitial lung disease")
+# Lesions without a phase-1 label name (Enlarged hilum, Hiatal hernia, Interstitial lung
+# disease) are not drawn on phase-1 images.
+_NO_PHASE1_NAME = tuple(
+    label
+    for label in REFLACX_LESION_LABELS
+    if label not in REFLACX_PHASE1_LABELS and label not in REFLACX_PHASE1_TO_LABEL.values()
+)
 _PHASE1_NAMES = {}
 for _old, _new in REFLACX_PHASE1_TO_LABEL.items():
     _PHASE1_NAMES.setdefault(_new, []).append(_old)
@@ -66,14 +97,6 @@ _SECOND_LABEL = {
     "Enlarged cardiac silhouette": "Abnormal mediastinal contour",
     "Atelectasis": None,  # the image's air-space label if any, else Pleural abnormality
 }
-
-_FIXATION_COLUMNS = (
-    "timestamp_start_fixation,timestamp_end_fixation,x_position,y_position,pupil_area_normalized,"
-    "angular_resolution_x_pixels_per_degree,angular_resolution_y_pixels_per_degree,window_level,window_width,"
-    "xmin_shown_from_image,ymin_shown_from_image,xmax_shown_from_image,ymax_shown_from_image,"
-    "xmin_in_screen_coordinates,ymin_in_screen_coordinates,xmax_in_screen_coordinates,ymax_in_screen_coordinates"
-).split(",")
-_GAZE_COLUMNS = ["timestamp_sample"] + _FIXATION_COLUMNS[2:]
 
 _PHRASES = {
     "Enlarged cardiac silhouette": "The cardiac silhouette is enlarged.",
@@ -190,7 +213,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
         raise ValueError(f"make_reflacx needs at least 5 images, got {n}")
     out = Path(out)
     writer = DatasetWriter(out)
-    subdirs = ["reflacx", "mimic-cxr-jpg", "mimic-iv-ed", "mimic-iv"] + (["mimic-cxr"] if write_dicom else [])
+    subdirs = [REFLACX_DIR, MIMIC_CXR_JPG_DIR, MIMIC_IV_ED_DIR, MIMIC_IV_DIR] + ([MIMIC_CXR_DICOM_DIR] if write_dicom else [])
     writer.claim(*subdirs)
     rng = np.random.default_rng([int(seed), 0])
 
@@ -203,9 +226,10 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
     if n_subjects >= 3:
         n_train, n_val = min(max(1, n_train), n_subjects - 2), max(1, n_val)
         n_val = min(n_val, n_subjects - n_train - 1)
+    train, validate, test = MIMIC_CXR_SPLITS  # REFLACX's split column copies MIMIC-CXR's
     subject_split = {}
     for rank, s in enumerate(perm):
-        subject_split[subject_ids[s]] = "train" if rank < n_train else ("validate" if rank < n_train + n_val else "test")
+        subject_split[subject_ids[s]] = train if rank < n_train else (validate if rank < n_train + n_val else test)
     n1 = max(2, int(round(0.05 * n)))
     n2 = max(2, int(round(0.05 * n)))
     phase_of = np.full(n, 3)
@@ -249,11 +273,10 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
             im.state = "neutral"  # the air-space lesion could not be placed
         im.scale = anat.scale
         u8 = render.to_uint8(pixels)
-        rel = f"files/p{str(im.subject_id)[:2]}/p{im.subject_id}/s{im.study_id}/{im.dicom_id}"
-        writer.jpg(f"mimic-cxr-jpg/{rel}.jpg", u8)
+        writer.jpg(f"{MIMIC_CXR_JPG_DIR}/{image_path(im, MIMIC_CXR_IMAGE_SUFFIXES['jpg'])}", u8)
         if write_dicom:
             writer.dicom(
-                f"mimic-cxr/{rel}.dcm",
+                f"{MIMIC_CXR_DICOM_DIR}/{image_path(im, MIMIC_CXR_IMAGE_SUFFIXES['dicom'])}",
                 u8.astype(np.uint16) * 16,
                 bits_stored=12,
                 photometric="MONOCHROME2",
@@ -265,8 +288,8 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
 
     # Readings.
     reading_taken = set()
-    metadata = {1: [], 2: [], 3: []}
-    phase_labels = {1: sorted(REFLACX_PHASE1_LABELS), 2: sorted(REFLACX_LABELS), 3: sorted(REFLACX_LABELS)}
+    metadata = {phase: [] for phase in REFLACX_PHASES}
+    phase_labels = {phase: sorted(REFLACX_LABELS_BY_PHASE[phase]) for phase in REFLACX_PHASES}
     ellipse_rows_per_label = Counter()
     n_overflow = n_rows = 0
     for im in images:
@@ -302,7 +325,7 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
                     best[nm] = max(best.get(nm, 0), certainty)
                     ellipse_rows_per_label[nm] += 1
                 csv_rows.append(ebox + [certainty] + [str(lab in names) for lab in labels])
-            writer.csv(f"reflacx/main_data/{rid}/anomaly_location_ellipses.csv", ["xmin", "ymin", "xmax", "ymax", "certainty"] + labels, csv_rows)
+            writer.csv(f"{REFLACX_MAIN_DIR}/{rid}/{REFLACX_ELLIPSE_FILE}", list(REFLACX_ELLIPSE_COLUMNS) + labels, csv_rows)
             _write_reading_extras(writer, rng, rid, im, rows)
 
             discarded = rng.random() < 0.1
@@ -318,14 +341,14 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
                     cells.append(str(best[lab]))
                 else:
                     cells.append("0" if im.phase == 1 else "")
-            image_path = f"physionet.org/files/mimic-cxr/2.0.0/files/p{str(im.subject_id)[:2]}/p{im.subject_id}/s{im.study_id}/{im.dicom_id}.dcm"
+            dicom_path = REFLACX_IMAGE_PREFIX + image_path(im, MIMIC_CXR_IMAGE_SUFFIXES["dicom"])
             metadata[im.phase].append(
-                [rid, im.split, str(discarded), image_path, im.dicom_id, im.subject_id, im.width, im.height] + cells
+                [rid, im.split, str(discarded), dicom_path, im.dicom_id, im.subject_id, im.width, im.height] + cells
             )
             im.readings.append(rid)
-    head = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y"]
-    for phase in (1, 2, 3):
-        writer.csv(f"reflacx/main_data/metadata_phase_{phase}.csv", head + phase_labels[phase], metadata[phase])
+    for phase in REFLACX_PHASES:
+        head = list(REFLACX_METADATA_COLUMNS) + phase_labels[phase]
+        writer.csv(f"{REFLACX_MAIN_DIR}/{REFLACX_METADATA.format(phase=phase)}", head, metadata[phase])
 
     clinical = write_clinical_tables(writer, rng, images, gzip_tables)
 
@@ -337,8 +360,8 @@ def make_reflacx(out, n_images, seed, size=512, write_dicom=False, gzip_tables=T
         "images": n,
         "readings": sum(len(m) for m in metadata.values()),
         "files_written": writer.files,
-        "images_per_split": {k: per_split.get(k, 0) for k in ("train", "validate", "test")},
-        "images_per_phase": {p: int((phase_of == p).sum()) for p in (1, 2, 3)},
+        "images_per_split": {k: per_split.get(k, 0) for k in MIMIC_CXR_SPLITS},
+        "images_per_phase": {p: int((phase_of == p).sum()) for p in REFLACX_PHASES},
         "normal_images": sum(1 for im in images if not im.lesions),
         "lesions_per_class": dict(sorted(lesions.items())),
         "annotations_per_class": dict(sorted(ellipse_rows_per_label.items())),
@@ -356,7 +379,7 @@ def _write_reading_extras(writer, rng, rid, im, rows):
     tb = im.thorax_box
     chest = [int(round(tb[0] + rng.normal(0, 4))), int(round(tb[1] + rng.normal(0, 4))), int(round(tb[2] + rng.normal(0, 4))), int(round(tb[3] + rng.normal(0, 4)))]
     chest = [max(0, min(W - 1, chest[0])), max(0, min(H - 1, chest[1])), max(0, min(W - 1, chest[2])), max(0, min(H - 1, chest[3]))]
-    writer.csv(f"reflacx/main_data/{rid}/chest_bounding_box.csv", ["xmin", "ymin", "xmax", "ymax"], [chest])
+    writer.csv(f"{REFLACX_MAIN_DIR}/{rid}/{REFLACX_CHEST_BOX_FILE}", REFLACX_CHEST_BOX_COLUMNS, [chest])
 
     shown = [0, 0, W - 1, H - 1, 0, 0, 1919, 1079]
     t = 0.0
@@ -366,21 +389,21 @@ def _write_reading_extras(writer, rng, rid, im, rows):
         end = start + rng.uniform(0.1, 0.6)
         t = end
         fix.append([f"{start:.3f}", f"{end:.3f}", f"{rng.uniform(chest[0], chest[2]):.1f}", f"{rng.uniform(chest[1], chest[3]):.1f}", f"{rng.uniform(0.2, 0.6):.4f}", "40.5", "40.5", "0.5", "1.0"] + shown)
-    writer.csv(f"reflacx/main_data/{rid}/fixations.csv", _FIXATION_COLUMNS, fix)
+    writer.csv(f"{REFLACX_MAIN_DIR}/{rid}/{REFLACX_FIXATIONS_FILE}", REFLACX_FIXATIONS_COLUMNS, fix)
 
     names = [nm for _, _, names in rows for nm in names[:1]]
     sentences = [_PHRASES.get(nm, f"Findings of {nm.lower()}.") for nm in dict.fromkeys(names)]
     text = " ".join(sentences) if sentences else "No acute cardiopulmonary process."
-    writer.text(f"reflacx/main_data/{rid}/transcription.txt", text)
+    writer.text(f"{REFLACX_MAIN_DIR}/{rid}/{REFLACX_TRANSCRIPTION_FILE}", text)
     words, clock = [], t + 0.5
     for word in text.split():
         start = clock + rng.uniform(0.02, 0.15)
         end = start + 0.05 + 0.06 * len(word)
         clock = end
         words.append([word, f"{start:.3f}", f"{end:.3f}"])
-    writer.csv(f"reflacx/main_data/{rid}/timestamps_transcription.csv", ["word", "timestamp_start_word", "timestamp_end_word"], words)
+    writer.csv(f"{REFLACX_MAIN_DIR}/{rid}/{REFLACX_TIMESTAMPS_FILE}", REFLACX_TIMESTAMPS_COLUMNS, words)
 
     gaze = []
     for k in range(int(rng.integers(5, 11))):
         gaze.append([f"{k / 60:.4f}", f"{rng.uniform(0, W):.1f}", f"{rng.uniform(0, H):.1f}", f"{rng.uniform(0.2, 0.6):.4f}", "40.5", "40.5", "0.5", "1.0"] + shown)
-    writer.csv(f"reflacx/gaze_data/{rid}/gaze.csv", _GAZE_COLUMNS, gaze)
+    writer.csv(f"{REFLACX_GAZE_DIR}/{rid}/{REFLACX_GAZE_FILE}", REFLACX_GAZE_COLUMNS, gaze)

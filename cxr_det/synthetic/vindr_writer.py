@@ -5,6 +5,10 @@ window tags) holding 0-3 of the 14 Kaggle lesion classes, each drawn by its own 
 Training images are read by 3 of the radiologists R1..R17 whose boxes scatter around the
 true ones (with the occasional miss); PhysioNet test images carry one consensus box per
 lesion. "No finding" reader rows have empty box fields, as in the real files.
+
+Folders, file names, columns and label vocabularies come from
+:mod:`cxr_det.formats.vindr_format` (VinDr-CXR v1.0.0 on PhysioNet, and the Kaggle
+VinBigData release).
 """
 import hashlib
 import logging
@@ -13,22 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_det.data.datasets.labels import (
+from cxr_det.formats import NO_FINDING
+from cxr_det.formats.vindr_format import (
+    VINDR_DICOM_SUFFIX,
+    VINDR_DIR,
     VINDR_GLOBAL_LABELS,
+    VINDR_IMAGE_LABEL_COLUMNS,
+    VINDR_IMAGE_LABEL_KEYS,
+    VINDR_KAGGLE_ANNOTATIONS,
     VINDR_KAGGLE_CLASSES,
+    VINDR_KAGGLE_COLUMNS,
+    VINDR_LAYOUTS,
     VINDR_LOCAL_LABELS,
-    VINDR_NO_FINDING,
     VINDR_NO_FINDING_ID,
+    VINDR_PHYSIONET_ANNOTATIONS,
+    VINDR_PHYSIONET_COLUMNS,
+    VINDR_PHYSIONET_IMAGE_LABELS,
 )
 from cxr_det.synthetic import render
 from cxr_det.synthetic.dataset_writer import DatasetWriter
 from cxr_det.synthetic.dicom_writer import encode_display
 
-__all__ = ["make_vindr", "LAYOUTS"]
+__all__ = ["make_vindr"]
 
 logger = logging.getLogger(__name__)
-
-LAYOUTS = ("physionet", "kaggle")
 
 _CLASS_WEIGHTS = {
     "Aortic enlargement": 3.0,
@@ -103,7 +115,7 @@ def _global_labels(rng, classes):
         flags["COPD"] = 1
     if classes and rng.random() < 0.25:
         flags["Other diseases"] = 1
-    flags["No finding"] = int(not classes)
+    flags[NO_FINDING] = int(not classes)
     return flags
 
 
@@ -114,14 +126,14 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
     images (consensus labels in the PhysioNet layout, unlabelled in the Kaggle one);
     about 40% are "No finding". Deterministic in ``seed``. Returns a summary dict.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout not in VINDR_LAYOUTS:
+        raise ValueError(f"layout must be one of {VINDR_LAYOUTS}, got {layout!r}")
     n = int(n_images)
     if n < 2:
         raise ValueError(f"make_vindr needs at least 2 images, got {n}")
     out = Path(out)
     writer = DatasetWriter(out)
-    writer.claim("vindr-cxr")
+    writer.claim(VINDR_DIR)
     rng = np.random.default_rng([int(seed), 2])
 
     n_test = max(1, int(round(0.2 * n)))
@@ -161,7 +173,7 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
             center = 0.5 * (lo + hi) * slope + intercept + irng.normal(0, 0.02 * (hi - lo))
             window = (round(center, 1), round((hi - lo) * slope * irng.uniform(1.0, 1.2), 1))
         writer.dicom(
-            f"vindr-cxr/{split}/{image_id}.dicom",
+            f"{VINDR_DIR}/{split}/{image_id}{VINDR_DICOM_SUFFIX}",
             stored,
             bits_stored=bits,
             photometric=photometric,
@@ -186,11 +198,11 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
                     if rng.random() < 0.1:
                         continue  # this reader missed the lesion
                     found.append((cls, _jitter(rng, box, W, H, 0.04, decimals)))
-                rows = [(cls, _fmt_box(b, decimals)) for cls, b in found] or [(VINDR_NO_FINDING, [""] * 4)]
+                rows = [(cls, _fmt_box(b, decimals)) for cls, b in found] or [(NO_FINDING, [""] * 4)]
                 for cls, cells in rows:
                     box_rows[cls] += 1
                     if layout == "kaggle":
-                        cid = VINDR_NO_FINDING_ID if cls == VINDR_NO_FINDING else VINDR_KAGGLE_CLASSES.index(cls)
+                        cid = VINDR_NO_FINDING_ID if cls == NO_FINDING else VINDR_KAGGLE_CLASSES.index(cls)
                         train_rows.append([image_id, cls, cid, rad] + cells)
                     else:
                         train_rows.append([image_id, rad, cls] + cells)
@@ -201,7 +213,7 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
                 labels_train.append([image_id, rad] + local + list(_global_labels(rng, classes).values()))
         elif layout == "physionet":
             rows = [(cls, _fmt_box(_jitter(rng, box, W, H, 0.02, False), False)) for cls, box in placed]
-            for cls, cells in rows or [(VINDR_NO_FINDING, [""] * 4)]:
+            for cls, cells in rows or [(NO_FINDING, [""] * 4)]:
                 box_rows[cls] += 1
                 test_rows.append([image_id, "", cls] + cells)
             classes = {c for c, _ in placed}
@@ -210,16 +222,14 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
                 local[local_index[c]] = 1
             labels_test.append([image_id] + local + list(_global_labels(rng, classes).values()))
 
-    box_cols = ["x_min", "y_min", "x_max", "y_max"]
     if layout == "kaggle":
-        writer.csv("vindr-cxr/train.csv", ["image_id", "class_name", "class_id", "rad_id"] + box_cols, train_rows)
+        writer.csv(f"{VINDR_DIR}/{VINDR_KAGGLE_ANNOTATIONS['train']}", VINDR_KAGGLE_COLUMNS, train_rows)
     else:
-        head = ["image_id", "rad_id", "class_name"] + box_cols
-        writer.csv("vindr-cxr/annotations/annotations_train.csv", head, train_rows)
-        writer.csv("vindr-cxr/annotations/annotations_test.csv", head, test_rows)
-        label_cols = list(VINDR_LOCAL_LABELS) + list(VINDR_GLOBAL_LABELS)
-        writer.csv("vindr-cxr/annotations/image_labels_train.csv", ["image_id", "rad_id"] + label_cols, labels_train)
-        writer.csv("vindr-cxr/annotations/image_labels_test.csv", ["image_id"] + label_cols, labels_test)
+        for split, rows in (("train", train_rows), ("test", test_rows)):
+            writer.csv(f"{VINDR_DIR}/{VINDR_PHYSIONET_ANNOTATIONS[split]}", VINDR_PHYSIONET_COLUMNS, rows)
+        for split, rows in (("train", labels_train), ("test", labels_test)):
+            head = VINDR_IMAGE_LABEL_KEYS[split] + VINDR_IMAGE_LABEL_COLUMNS
+            writer.csv(f"{VINDR_DIR}/{VINDR_PHYSIONET_IMAGE_LABELS[split]}", head, rows)
 
     summary = {
         "format": "vindr",
