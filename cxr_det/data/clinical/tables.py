@@ -9,6 +9,8 @@ REFLACX has no ED stay id; following MDF-Net, each image is matched to the MIMIC
 the same ``subject_id`` whose ``intime..outtime`` contains the image acquisition time
 (MIMIC-CXR-JPG ``StudyDate`` + ``StudyTime``), else to the stay nearest in time within a
 window (distance = gap between the acquisition time and the stay interval), else to none.
+The tables' paths and columns, with their sources (PhysioNet pages and versions), are
+:mod:`cxr_det.formats.mimic_cxr_format` and :mod:`cxr_det.formats.mimic_iv_ed_format`.
 """
 import logging
 import math
