@@ -26,6 +26,7 @@ __all__ = [
     "render_background",
     "lung_point",
     "lateral_sign",
+    "random_lung",
 ]
 
 F32 = np.float32
@@ -199,3 +200,10 @@ def lung_point(anat, rng, side=None, a_range=(-0.55, 0.55), b_range=(-0.6, 0.6),
 def lateral_sign(side):
     """+1 if the chest wall of lung ``side`` is towards larger x, else -1."""
     return -1.0 if side == 0 else 1.0
+
+
+def random_lung(anat, rng):
+    """One lung picked at random (one ``rng.integers`` draw): ``(side, (cx, cy, rx, ry), lat)``
+    with the lung's ellipse in pixels and :func:`lateral_sign` of the side."""
+    side = int(rng.integers(2))
+    return side, anat.lungs[side], lateral_sign(side)

@@ -234,6 +234,7 @@ def write_clinical_tables(writer, rng, images, gzipped=True):
     stays = []
 
     def add_stay(sid, intime, outtime, state):
+        """Append one ED stay of subject ``sid`` with triage vitals drawn for ``state``."""
         vit = _vitals(rng, state)
         admitted = rng.random() < (0.7 if state != "neutral" else 0.3)
         disposition = "ADMITTED" if admitted else str(rng.choice(["HOME", "HOME", "HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER", "OTHER"]))

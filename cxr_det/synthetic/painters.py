@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from cxr_det.synthetic.anatomy import F32, ellipse_distance, lateral_sign, lung_point, rotated_coords, smoothstep
+from cxr_det.synthetic.anatomy import F32, ellipse_distance, lateral_sign, lung_point, random_lung, rotated_coords, smoothstep
 
 __all__ = [
     "Paint",
@@ -122,9 +122,7 @@ def paint_cardiac(img, anat, rng):
 def paint_meniscus(img, anat, rng):
     """Pleural effusion: homogeneous density filling a costophrenic angle, concave-up meniscus."""
     s = anat.scale
-    side = int(rng.integers(2))
-    cx, cy, rx, ry = anat.lungs[side]
-    lat = lateral_sign(side)
+    side, (cx, cy, rx, ry), lat = random_lung(anat, rng)
     x_lat = cx + lat * rx
     width = min(rng.uniform(60, 130) * s, 1.6 * rx)
     height = rng.uniform(45, 100) * s
@@ -144,9 +142,7 @@ def paint_meniscus(img, anat, rng):
 def paint_pneumothorax(img, anat, rng):
     """Pneumothorax: a very dark, marking-free crescent at the apex/chest wall and a thin bright pleural line."""
     s = anat.scale
-    side = int(rng.integers(2))
-    cx, cy, rx, ry = anat.lungs[side]
-    lat = lateral_sign(side)
+    side, (cx, cy, rx, ry), lat = random_lung(anat, rng)
     d_line = rng.uniform(0.55, 0.75)
     y_low = cy + ry * rng.uniform(0.0, 0.3)
     x_med = cx - lat * 0.25 * rx
@@ -259,9 +255,7 @@ def paint_hernia(img, anat, rng):
 def paint_pleural_strip(img, anat, rng):
     """Pleural thickening: a bright strip running along the lateral chest wall."""
     s = anat.scale
-    side = int(rng.integers(2))
-    cx, cy, rx, ry = anat.lungs[side]
-    lat = lateral_sign(side)
+    side, (cx, cy, rx, ry), lat = random_lung(anat, rng)
     yc = cy + rng.uniform(-0.5, 0.35) * ry
     half_h = rng.uniform(30, 65) * s
     d_in = rng.uniform(0.8, 0.86)

@@ -119,6 +119,13 @@ def _global_labels(rng, classes):
     return flags
 
 
+def _image_label_cells(rng, classes):
+    """0/1 cells of an ``image_labels_*.csv`` row for a reader who boxed ``classes``: the local
+    labels (:data:`VINDR_LOCAL_LABELS` order), then the global ones."""
+    local = [int(label in classes) for label in VINDR_LOCAL_LABELS]
+    return local + list(_global_labels(rng, classes).values())
+
+
 def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
     """Write a synthetic VinDr-CXR dataset under ``out`` in the ``physionet`` or ``kaggle`` layout.
 
@@ -148,7 +155,6 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
     lesions_per_class = Counter()
     stats = Counter()
     normal = 0
-    local_index = {name: i for i, name in enumerate(VINDR_LOCAL_LABELS)}
     for i in range(n):
         image_id = _image_id(seed, i)
         split = "test" if i in test_set else "train"
@@ -206,21 +212,13 @@ def make_vindr(out, n_images, seed, size=512, layout="physionet") -> dict:
                         train_rows.append([image_id, cls, cid, rad] + cells)
                     else:
                         train_rows.append([image_id, rad, cls] + cells)
-                classes = {c for c, _ in found}
-                local = [0] * len(VINDR_LOCAL_LABELS)
-                for c in classes:
-                    local[local_index[c]] = 1
-                labels_train.append([image_id, rad] + local + list(_global_labels(rng, classes).values()))
+                labels_train.append([image_id, rad] + _image_label_cells(rng, {c for c, _ in found}))
         elif layout == "physionet":
             rows = [(cls, _fmt_box(_jitter(rng, box, W, H, 0.02, False), False)) for cls, box in placed]
             for cls, cells in rows or [(NO_FINDING, [""] * 4)]:
                 box_rows[cls] += 1
                 test_rows.append([image_id, "", cls] + cells)
-            classes = {c for c, _ in placed}
-            local = [0] * len(VINDR_LOCAL_LABELS)
-            for c in classes:
-                local[local_index[c]] = 1
-            labels_test.append([image_id] + local + list(_global_labels(rng, classes).values()))
+            labels_test.append([image_id] + _image_label_cells(rng, {c for c, _ in placed}))
 
     if layout == "kaggle":
         writer.csv(f"{VINDR_DIR}/{VINDR_KAGGLE_ANNOTATIONS['train']}", VINDR_KAGGLE_COLUMNS, train_rows)
