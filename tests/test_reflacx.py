@@ -84,6 +84,19 @@ def write_reflacx(root, readings, jpg=True, dicom=False):
                         e.writerow([values[c] if c in values else str(c in labels) for c in columns])
 
 
+def test_schema_matches_the_hand_written_layout():
+    """cxr_det.formats.reflacx_format, which the reader and the synthetic writer use, agrees
+    with the layout these fixtures spell out by hand."""
+    from cxr_det.formats import reflacx_format as fmt
+
+    assert fmt.REFLACX_LABELS_BY_PHASE == {1: PHASE1_LABELS, 2: PHASE23_LABELS, 3: PHASE23_LABELS}
+    assert list(fmt.REFLACX_METADATA_COLUMNS) == META_COLUMNS
+    assert fmt.REFLACX_ELLIPSE_COLUMNS == ("xmin", "ymin", "xmax", "ymax", "certainty")
+    assert (fmt.REFLACX_MAIN_DIR, fmt.REFLACX_ELLIPSE_FILE) == ("reflacx/main_data", "anomaly_location_ellipses.csv")
+    assert [fmt.REFLACX_METADATA.format(phase=p) for p in fmt.REFLACX_PHASES] == [
+        "metadata_phase_1.csv", "metadata_phase_2.csv", "metadata_phase_3.csv"]
+
+
 R1, R2, R3, R4, R5, R6 = "P101R000001", "P102R000002", "P200R000003", "P300R000004", "P300R000005", "P300R000006"
 
 
