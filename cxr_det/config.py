@@ -43,15 +43,72 @@ __all__ = [
     "CLINICAL_CATEGORICAL",
     "CXR_EVAL_PROTOCOLS",
     "FROC_FPS",
+    "CXR_EVAL_OPTIONS",
 ]
 
 # Default clinical features (MDF-Net's: age, the MIMIC-IV-ED triage vitals and acuity; gender).
 CLINICAL_NUMERIC = MDF_NET_CLINICAL_NUMERIC
 CLINICAL_CATEGORICAL = MDF_NET_CLINICAL_CATEGORICAL
-# The evaluation protocols of cxr_det.evaluation, in the order they run.
+# The evaluation protocols of cxr_det.evaluation, in the order they run and report.
 CXR_EVAL_PROTOCOLS = ("coco", "vinbigdata", "iobb", "froc", "image")
 # False positives per image at which FROC sensitivity is read (the LUNA16 / CAMELYON16 points).
 FROC_FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Every option of the evaluation, defined once. Each entry becomes the config key
+# TEST.CXR_EVAL.<NAME> (add_cxr_eval_config), the field <name> of
+# cxr_det.evaluation.EvalOptions (which checks values against this table), and the
+# tools/evaluate.py flag --<name-with-dashes>. Fields of an entry:
+#   name      the option's name (lower case); the key is its upper case
+#   protocol  the protocol that reads it (one of CXR_EVAL_PROTOCOLS), None for all of them
+#   default   its value when not set (a tuple for a list option)
+#   type      "float", "int", "str" or "bool"; many=True: a list of them
+#   choices   the allowed values of a "str" option (or of each item of a list)
+#   minimum   the least allowed value of a number; none_below=n: values below n mean None
+#   help      what it does, its unit and range (the key's documentation and the flag's help)
+#   flag      (tools/evaluate.py) a flag spelled otherwise: "--no-<name>" turns a bool off;
+#             with flag_choices={word: value} the flag takes the words
+#   flag_default  (tools/evaluate.py) a default other than the config's
+CXR_EVAL_OPTIONS = (
+    dict(name="protocols", protocol=None, default=CXR_EVAL_PROTOCOLS, type="str", many=True,
+         choices=CXR_EVAL_PROTOCOLS,
+         help='Protocols to compute: "coco" (AP, AP50, AP75, APs/m/l, per-class AP and AP50; bbox, '
+              'and segm when the model predicts masks), "vinbigdata" (Kaggle VOC mAP with "No finding"), '
+              '"iobb" (MDF-Net AP/AR with intersection over predicted box), "froc" (sensitivity at FPs '
+              'per image), "image" (image-level AUC, AP, F1/F2 per class and for any abnormality).'),
+    dict(name="vinbigdata_iou", protocol="vinbigdata", default=0.4, type="float", minimum=0.0,
+         help="VinBigData: a prediction matches a GT box of its class when IoU is strictly above this."),
+    dict(name="vinbigdata_matching", protocol="vinbigdata", default="voc", type="str", choices=("voc", "greedy"),
+         help='VinBigData matching: "voc" (the PASCAL VOC devkit\'s, as the Kaggle metric and the map-boxes '
+              "package: a detection whose best-IoU GT box is taken is a false positive) or \"greedy\" (it "
+              "takes the best still-free GT box instead; not the reference, higher with overlapping "
+              "readers' boxes)."),
+    dict(name="iobb_threshold", protocol="iobb", default=0.5, type="float", minimum=0.0,
+         help="MDF-Net: a prediction matches when intersection / (predicted box area) >= this."),
+    dict(name="iobb_max_dets", protocol="iobb", default=10, type="int", none_below=1,
+         help="MDF-Net: predictions kept per image and class, by score (their COCOeval used 10); 0 keeps all."),
+    dict(name="froc_fps", protocol="froc", default=FROC_FPS, type="float", many=True, minimum=0.0,
+         help="FROC: false positives per image at which lesion sensitivity is read; CPM is their mean."),
+    dict(name="froc_criterion", protocol="froc", default="iou", type="str", choices=("iou", "center"),
+         help='FROC hit criterion: "iou" (IoU >= FROC_IOU) or "center" (predicted box centre inside the GT box).'),
+    dict(name="froc_iou", protocol="froc", default=0.3, type="float", minimum=0.0,
+         help="FROC IoU for a hit. 0.3 rather than 0.5: lesion extents on radiographs are vague and readers "
+              "disagree on them, and FROC asks whether the lesion was found, not how tightly boxed."),
+    dict(name="froc_rule", protocol="froc", default="one_to_one", type="str", choices=("one_to_one", "luna16"),
+         help='FROC duplicates: "one_to_one" (a second hit of an already found lesion is a false positive) '
+              'or "luna16" (the LUNA16 / CAMELYON16 rule, as MONAI\'s FROC: it is ignored).'),
+    dict(name="image_thresholds", protocol="image", default=(0.5,), type="float", many=True,
+         help="Image-level decision thresholds on the image score (highest box score of the class): one "
+              'value for all, one per class, or one per class followed by one for "any".'),
+    dict(name="plots", protocol=None, default=True, type="bool", flag="--no-plots",
+         help="Write PNG curves (precision-recall, FROC, ROC) next to metrics.json (--no-plots: skip them)."),
+    dict(name="use_faster_coco_eval", protocol="coco", default=True, type="bool",
+         flag="--coco-backend", flag_choices={"faster": True, "pycocotools": False},
+         help="Run COCOeval through faster-coco-eval when installed (same numbers, faster); else pycocotools."),
+    dict(name="bootstrap", protocol=None, default=0, type="int", minimum=0, flag_default=1000,
+         help="Bootstrap resamples of the images for 95% confidence intervals of AP50, mAP@0.4, CPM and AUC "
+              "(a \"bootstrap\" results table); 0 = off, as during training (tools/evaluate.py: 1000)."),
+    dict(name="bootstrap_seed", protocol=None, default=0, type="int",
+         help="Seed of the bootstrap resampling (same seed, same intervals)."),
+)
 
 
 def add_cxr_config(cfg):
@@ -77,11 +134,13 @@ def add_dataset_config(cfg):
     _C.CXR.REFLACX = CN()
     # Lesion labels to detect (phase-2/3 names; phase-1 names are mapped). ["all"]: every lesion label.
     _C.CXR.REFLACX.CLASSES = list(MDF_NET_CLASSES)
-    # "reading": a record per reading; "pooled": a record per image with every reader's
-    # ellipses (MDF-Net); "fused": a record per image, overlapping same-class ellipses merged.
-    _C.CXR.REFLACX.READERS = "pooled"
-    # In "fused" mode, same-class ellipses of different readings whose boxes overlap by at
-    # least this IoU are merged into one.
+    # Reader mode (cxr_det.formats.READER_MODES): "all_readers": a record per image with every
+    # reading's ellipses (MDF-Net); "per_reading": a record per reading; "mean_ellipse": a record
+    # per image, overlapping same-class ellipses of different readings merged into their mean.
+    # The earlier names "pooled", "reading", "fused" still work, with a DeprecationWarning.
+    _C.CXR.REFLACX.READERS = "all_readers"
+    # In "mean_ellipse" mode, same-class ellipses of different readings whose boxes overlap by
+    # at least this IoU are merged into one.
     _C.CXR.REFLACX.FUSE_IOU = 0.3
     # Keep ellipses whose certainty is at least this: 1 Unlikely, 2 Less likely, 3 Possibly,
     # 4 Suspicious for / Probably, 5 Consistent with; 0 keeps all. Default 0 as MDF-Net (every
@@ -247,46 +306,13 @@ def add_training_control_config(cfg):
 
 
 def add_cxr_eval_config(cfg):
-    """``TEST.CXR_EVAL``: the options of :class:`cxr_det.evaluation.CXRDetectionEvaluator`."""
-    _C = cfg
-    _C.TEST.CXR_EVAL = CN()
-    # Protocols to compute: "coco" (AP, AP50, AP75, APs/m/l, per-class AP and AP50; bbox, and segm
-    # when the model predicts masks), "vinbigdata" (Kaggle VOC mAP with "No finding"), "iobb"
-    # (MDF-Net AP/AR with intersection over predicted box), "froc" (sensitivity at FPs per image),
-    # "image" (image-level AUC, AP, F1/F2 per class and for any abnormality).
-    _C.TEST.CXR_EVAL.PROTOCOLS = list(CXR_EVAL_PROTOCOLS)
-    # VinBigData: a prediction matches a GT box of its class when IoU is strictly above this.
-    _C.TEST.CXR_EVAL.VINBIGDATA_IOU = 0.4
-    # VinBigData matching: "voc" (the PASCAL VOC devkit's, as the Kaggle metric and the map-boxes
-    # package: a detection whose best-IoU GT box is taken is a false positive) or "greedy" (it takes
-    # the best still-free GT box instead; not the reference, higher with overlapping readers' boxes).
-    _C.TEST.CXR_EVAL.VINBIGDATA_MATCHING = "voc"
-    # MDF-Net: a prediction matches when intersection / (predicted box area) >= this.
-    _C.TEST.CXR_EVAL.IOBB_THRESHOLD = 0.5
-    # MDF-Net: predictions kept per image and class, by score (their COCOeval used 10); 0 keeps all.
-    _C.TEST.CXR_EVAL.IOBB_MAX_DETS = 10
-    # FROC: false positives per image at which lesion sensitivity is read; CPM is their mean.
-    _C.TEST.CXR_EVAL.FROC_FPS = list(FROC_FPS)
-    # FROC hit criterion: "iou" (IoU >= FROC_IOU) or "center" (predicted box centre inside the GT box).
-    _C.TEST.CXR_EVAL.FROC_CRITERION = "iou"
-    # FROC IoU for a hit. 0.3 rather than 0.5: lesion extents on radiographs are vague and
-    # readers disagree on them, and FROC asks whether the lesion was found, not how tightly boxed.
-    _C.TEST.CXR_EVAL.FROC_IOU = 0.3
-    # FROC duplicates: "one_to_one" (a second hit of an already found lesion is a false positive)
-    # or "luna16" (the LUNA16 / CAMELYON16 rule, as MONAI's FROC: it is ignored).
-    _C.TEST.CXR_EVAL.FROC_RULE = "one_to_one"
-    # Image-level decision thresholds on the image score (highest box score of the class):
-    # one value for all, one per class, or one per class followed by one for "any".
-    _C.TEST.CXR_EVAL.IMAGE_THRESHOLDS = [0.5]
-    # Write PNG curves (precision-recall, FROC, ROC) next to metrics.json.
-    _C.TEST.CXR_EVAL.PLOTS = True
-    # Run COCOeval through faster-coco-eval when installed (same numbers, faster); else pycocotools.
-    _C.TEST.CXR_EVAL.USE_FASTER_COCO_EVAL = True
-    # Bootstrap resamples of the images for 95% confidence intervals of AP50, mAP@0.4, CPM and AUC
-    # (a "bootstrap" results table); 0 = off, as during training (tools/evaluate.py uses 1000).
-    _C.TEST.CXR_EVAL.BOOTSTRAP = 0
-    # Seed of the bootstrap resampling (same seed, same intervals).
-    _C.TEST.CXR_EVAL.BOOTSTRAP_SEED = 0
+    """``TEST.CXR_EVAL``: the options of :class:`cxr_det.evaluation.CXRDetectionEvaluator`, one
+    key ``TEST.CXR_EVAL.<NAME>`` per entry of :data:`CXR_EVAL_OPTIONS` (where each key's
+    meaning, unit and range are written), set to its default (list options as lists)."""
+    cfg.TEST.CXR_EVAL = CN()
+    for option in CXR_EVAL_OPTIONS:
+        default = option["default"]
+        cfg.TEST.CXR_EVAL[option["name"].upper()] = list(default) if option.get("many") else default
     return cfg
 
 

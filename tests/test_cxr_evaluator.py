@@ -19,12 +19,14 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cxr_det.evaluation.coco_protocol import coco_metrics, records_to_coco
+from cxr_det.evaluation.coco import coco_metrics, records_to_coco
 from cxr_det.evaluation.core import EvalOptions, evaluate_detections
 from cxr_det.config import add_cxr_eval_config
 from cxr_det.evaluation.cxr_evaluator import CXRDetectionEvaluator
 from cxr_det.evaluation.image_level import image_level_metrics, roc_auc
-from cxr_det.evaluation.protocols import froc_metrics, iobb_metrics, vinbigdata_metrics, with_no_finding
+from cxr_det.evaluation.froc import froc_metrics
+from cxr_det.evaluation.iobb import iobb_metrics
+from cxr_det.evaluation.vinbigdata import vinbigdata_metrics, with_no_finding
 from helpers import image, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,7 +296,7 @@ def _assert_same(actual, expected):
 
 def test_coco_equals_pycocotools_and_faster_coco_eval():
     import faster_coco_eval  # noqa: F401  (an install requirement: the default COCO backend)
-    from cxr_det.evaluation.coco_protocol import predictions_to_coco_results
+    from cxr_det.evaluation.coco import predictions_to_coco_results
 
     records, predictions = _coco_fixture()
     coco_gt = records_to_coco(records, CLASSES)
@@ -313,13 +315,13 @@ def test_coco_equals_pycocotools_and_faster_coco_eval():
 
 
 def test_coco_without_faster_coco_eval_or_results(monkeypatch, caplog):
-    from cxr_det.evaluation import coco_protocol
+    from cxr_det.evaluation import coco as coco_protocol
 
     records, predictions = _coco_fixture(seed=1)
     coco_gt = records_to_coco(records, CLASSES)
     results = coco_protocol.predictions_to_coco_results(predictions)
     monkeypatch.setattr(coco_protocol, "faster_coco_eval_available", lambda: False)
-    with caplog.at_level("INFO", logger="cxr_det.evaluation.coco_protocol"):
+    with caplog.at_level("INFO", logger="cxr_det.evaluation.coco"):
         fallback = coco_metrics(coco_gt, results, CLASSES, tasks=["bbox"], use_faster_coco_eval=True)
     assert "evaluated with pycocotools" in caplog.text
     _assert_same(fallback["bbox"], _pycocotools_reference(coco_gt, results, "bbox"))

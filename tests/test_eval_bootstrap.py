@@ -20,11 +20,12 @@ from cxr_det.evaluation.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from cxr_det.evaluation.coco_protocol import coco_metrics, predictions_to_coco_results, records_to_coco
+from cxr_det.evaluation.coco import coco_metrics, predictions_to_coco_results, records_to_coco
 from cxr_det.evaluation.core import EvalOptions, InputReport, evaluate_detections
 from cxr_det.evaluation.image_level import image_level_metrics
 from cxr_det.evaluation.matching import ImageBoxes
-from cxr_det.evaluation.protocols import froc_metrics, vinbigdata_metrics
+from cxr_det.evaluation.froc import froc_metrics
+from cxr_det.evaluation.vinbigdata import vinbigdata_metrics
 
 from test_eval_references import vindr_like
 from helpers import load_tool

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_det.evaluation.coco_protocol import coco_metrics
+from cxr_det.evaluation.coco import coco_metrics
 from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]

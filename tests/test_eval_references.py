@@ -15,8 +15,12 @@ import pytest
 
 import cxr_det  # noqa: F401
 from cxr_det.evaluation.image_level import image_level_metrics
-from cxr_det.evaluation.matching import box_iou, match_image
-from cxr_det.evaluation.protocols import NO_FINDING, froc_curve, iobb_metrics, vinbigdata_metrics, with_no_finding
+from cxr_det.evaluation.matching import match_image
+from cxr_det.evaluation.froc import froc_curve
+from cxr_det.evaluation.iobb import iobb_metrics
+from cxr_det.evaluation.vinbigdata import vinbigdata_metrics, with_no_finding
+from cxr_det.formats import NO_FINDING
+from cxr_det.utils.boxes import box_iou
 from cxr_det.evaluation.matching import match_detections
 from helpers import image
 

@@ -27,89 +27,19 @@ from pathlib import Path
 import yaml
 from tabulate import tabulate
 
+from cxr_det.evaluation.run_comparison import (  # noqa: F401  (merged_ap50, clinical_gain: the tool's API)
+    LOOK_ALIKE,
+    clinical_gain,
+    merged_ap50,
+    plot_per_class_ap50,
+    seconds_per_iter,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 TWINS = {
     "image-only": "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml",
     "clinical": "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml",
 }
-LOOK_ALIKE = ("Consolidation", "Pulmonary edema")
-
-
-def seconds_per_iter(metrics_json, skip=20):
-    """Median of detectron2's per-iteration ``time`` after the first ``skip`` iterations."""
-    times = []
-    with open(metrics_json) as f:
-        for line in f:
-            row = json.loads(line)
-            if "time" in row and row.get("iteration", 0) >= skip:
-                times.append(row["time"])
-    return statistics.median(times) if times else float("nan")
-
-
-def merged_ap50(inference_dir, classes):
-    """COCO AP50 of ``classes`` scored as a single class, from the evaluator's GT and results files."""
-    from cxr_det.evaluation.coco_protocol import coco_metrics
-
-    gt = json.loads((inference_dir / "ground_truth_coco.json").read_text())
-    dt = json.loads((inference_dir / "coco_instances_results.json").read_text())
-    ids = {c["id"] for c in gt["categories"] if c["name"] in classes}
-    if len(ids) != len(classes):
-        raise SystemExit(f"{inference_dir}/ground_truth_coco.json lacks one of the classes {classes}")
-    merged = min(ids)
-    gt["categories"] = [{"id": merged, "name": " or ".join(classes)}]
-    gt["annotations"] = [dict(a, category_id=merged) for a in gt["annotations"] if a["category_id"] in ids]
-    dt = [dict(r, category_id=merged) for r in dt if r["category_id"] in ids]
-    return coco_metrics(gt, dt, [gt["categories"][0]["name"]], tasks=["bbox"])["bbox"]["AP50"]
-
-
-def clinical_gain(image_only_dir, clinical_dir, look_alike=LOOK_ALIKE, resamples=1000, seed=0):
-    """Clinical - image-only COCO AP50 with paired-bootstrap 95% intervals over images.
-
-    Reads each run's evaluator files (``ground_truth_coco.json``,
-    ``coco_instances_results.json``) from its inference folder; both must hold the same
-    images and ground truth (else SystemExit naming the files). Returns an ordered dict of
-    rows ("AP50", "AP50 look-alike pair" (mean of the pair's AP50), then "AP50 <class>"),
-    each ``{"A": image-only, "B": clinical, "difference", "low", "high", "p_value"}`` in
-    percent (see :func:`cxr_det.evaluation.bootstrap.difference_row`).
-    """
-    from collections import OrderedDict
-
-    import numpy as np
-
-    from cxr_det.evaluation.bootstrap import difference_row, paired_resamples
-    from cxr_det.evaluation.coco_files import load_ground_truth, load_predictions
-    from cxr_det.evaluation.core import EvalOptions, build_image_boxes, drop_bad_gt_boxes
-
-    image_only_dir, clinical_dir = Path(image_only_dir), Path(clinical_dir)
-    records, names, cat_to_index = load_ground_truth(image_only_dir / "ground_truth_coco.json")
-    other, other_names, _ = load_ground_truth(clinical_dir / "ground_truth_coco.json")
-    if names != other_names or records != other:
-        raise SystemExit(f"{image_only_dir}/ground_truth_coco.json and {clinical_dir}/ground_truth_coco.json differ: "
-                         "the two runs were not evaluated on the same images")
-    missing = [c for c in look_alike if c not in names]
-    if missing:
-        raise SystemExit(f"{image_only_dir}/ground_truth_coco.json lacks the classes {missing}")
-    records = drop_bad_gt_boxes(records)
-    images = [
-        build_image_boxes(records, load_predictions(d / "coco_instances_results.json", cat_to_index), len(names))[0]
-        for d in (image_only_dir, clinical_dir)
-    ]
-    scorer, (point_a, point_b), ((class_a, sum_a), (class_b, sum_b)) = paired_resamples(
-        images[0], images[1], names, EvalOptions(protocols=("coco",)), resamples, seed
-    )
-    pair = [names.index(c) for c in look_alike]
-    rows = OrderedDict()
-    rows["AP50"] = difference_row(point_a[1]["AP50"], point_b[1]["AP50"], sum_b["AP50"] - sum_a["AP50"])
-    with np.errstate(invalid="ignore"):
-        look_a, look_b = np.nanmean(class_a["AP50"][:, pair], axis=1), np.nanmean(class_b["AP50"][:, pair], axis=1)
-    rows["AP50 look-alike pair"] = difference_row(
-        np.mean(point_a[0]["AP50"][pair]), np.mean(point_b[0]["AP50"][pair]), look_b - look_a
-    )
-    for k, name in enumerate(names):
-        rows[f"AP50 {name}"] = difference_row(
-            point_a[0]["AP50"][k], point_b[0]["AP50"][k], class_b["AP50"][:, k] - class_a["AP50"][:, k]
-        )
-    return rows
 
 
 def main():
@@ -193,28 +123,7 @@ def main():
     summary["time_ratio"] = ratio
     summary["clinical_gain"] = {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "rows": gain}
     (Path(args.output) / "benchmark_fusion.json").write_text(json.dumps(summary, indent=2))
-    _plot(summary, classes, Path(args.output) / "benchmark_fusion.png")
-
-
-def _plot(summary, classes, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for i, name in enumerate(("image-only", "clinical")):
-        ax.bar(x + (i - 0.5) * 0.4, [summary[name]["AP50_per_class"][c] for c in classes], 0.4, label=name)
-    ax.set_xticks(x, [c + (" *" if c in LOOK_ALIKE else "") for c in classes], rotation=15, fontsize=8)
-    ax.set_ylabel("AP50 (%)")
-    ax.set_title("Per-class AP50, image-only vs clinical (* look-alike pair)")
-    ax.set_ylim(0, 110)
-    ax.legend(loc="upper left", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"chart: {path}")
+    print(f"chart: {plot_per_class_ap50(summary, classes, Path(args.output) / 'benchmark_fusion.png')}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ reports the percentile interval of the difference and a two-sided bootstrap p-va
 ``min(1, 2 * min(1 + #{d <= 0}, 1 + #{d >= 0}) / (B + 1))`` (Davison & Hinkley 1997,
 section 4.4). Metrics: COCO AP50 (pycocotools' matching and 101-point AP at IoU >= 0.5,
 100 detections per image and class, no crowd regions), VinBigData mAP at IoU > t, FROC
-CPM and image-level AUC, each as its protocol in :mod:`~cxr_det.evaluation.protocols` /
-:mod:`~cxr_det.evaluation.image_level` computes it.
+CPM and image-level AUC, each as its protocol module (:mod:`~cxr_det.evaluation.coco`,
+:mod:`~cxr_det.evaluation.vinbigdata`, :mod:`~cxr_det.evaluation.froc`,
+:mod:`~cxr_det.evaluation.image_level`) computes it.
 """
 import logging
 import time
@@ -27,9 +28,12 @@ from typing import Dict, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from cxr_det.formats import NO_FINDING
+
 from .image_level import image_scores
 from .matching import ImageBoxes, Matches, average_precision, cumulative_counts, match_detections, precision_recall
-from .protocols import NO_FINDING, coco_image_order, threshold_tag, with_no_finding
+from .protocols import coco_image_order, threshold_tag
+from .vinbigdata import with_no_finding
 
 __all__ = [
     "resample_indices",
@@ -77,7 +81,7 @@ def _weighted_ap(m: Matches, weights: np.ndarray, method: str) -> np.ndarray:
 
 def _weighted_cpm(m: Matches, weights: np.ndarray, fps: Sequence[float]) -> np.ndarray:
     """Mean lesion sensitivity (in [0, 1]) at ``fps`` FPs per image, per row, as
-    :func:`~cxr_det.evaluation.protocols.sensitivity_at`; NaN without GT."""
+    :func:`~cxr_det.evaluation.froc.sensitivity_at`; NaN without GT."""
     num_gt = weights @ m.gt_per_image
     num_images = weights.sum(axis=1)
     ctp, cfp, _ = cumulative_counts(m.scores, m.tp, group_ties=True, weights=weights[:, m.image_index])

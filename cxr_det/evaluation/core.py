@@ -1,117 +1,38 @@
 """One evaluation of detections on chest X-rays, shared by the detectron2 evaluator and
-``tools/evaluate.py``: :func:`evaluate_detections` runs every selected protocol on the same
-ground truth and predictions, logs the tables and writes the result files.
+``tools/evaluate.py``: :func:`evaluate_detections` checks the inputs, runs every selected
+protocol of the registry (:mod:`cxr_det.evaluation.protocols`) on the same ground truth
+and predictions, logs the tables and writes the result files.
 """
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import asdict, dataclass, field, fields
-from typing import Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 
 from detectron2.structures import BoxMode
 
-from cxr_det.config import CXR_EVAL_PROTOCOLS
 from cxr_det.data.datasets.common import SkipLog, box_problem
 
 from .bootstrap import bootstrap_intervals
-from .coco_protocol import coco_metrics, predictions_to_coco_results, records_to_coco
-from .image_level import image_level_metrics
 from .matching import ImageBoxes
-from .protocols import (
-    DEFAULT_FROC_FPS,
-    FROC_RULES,
-    VINBIGDATA_MATCHING,
-    froc_metrics,
-    iobb_metrics,
-    vinbigdata_metrics,
-)
+from .options import EvalOptions
+from .protocols import PROTOCOLS, ProtocolInputs
 
-__all__ = ["PROTOCOLS", "EvalOptions", "InputReport", "drop_bad_gt_boxes", "build_image_boxes", "evaluate_detections"]
+__all__ = [
+    "NO_FINDING_SCORE_KEY",
+    "EvalOptions",
+    "InputReport",
+    "drop_bad_gt_boxes",
+    "build_image_boxes",
+    "evaluate_detections",
+]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = CXR_EVAL_PROTOCOLS
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """What :func:`evaluate_detections` computes (mirrors ``cfg.TEST.CXR_EVAL``).
-
-    protocols: any of "coco", "vinbigdata", "iobb", "froc", "image".
-    vinbigdata_iou: a VinBigData match needs IoU strictly above this.
-    vinbigdata_matching: "voc" (the VOC devkit's rule, the Kaggle metric) or "greedy"
-        (best still-free GT box), see :func:`~cxr_det.evaluation.protocols.vinbigdata_metrics`.
-    iobb_threshold, iobb_max_dets: MDF-Net match IoBB >= threshold; predictions kept per
-        image and class (MDF-Net's COCOeval used maxDets 10); None keeps all.
-    froc_fps: false-positive rates per image for sensitivity and CPM.
-    froc_criterion, froc_iou: a FROC hit is IoU >= froc_iou ("iou") or the predicted
-        centre inside the GT box ("center").
-    froc_rule: "one_to_one" (a second hit of a found lesion is a FP) or "luna16" (it is
-        ignored), see :func:`~cxr_det.evaluation.protocols.froc_metrics`.
-    image_thresholds: image-level decision thresholds, see
-        :func:`~cxr_det.evaluation.image_level.resolve_thresholds`.
-    plots: write PNG curves next to metrics.json.
-    use_faster_coco_eval: COCO through faster-coco-eval when installed (same numbers).
-    bootstrap: resamples of the images for 95% confidence intervals of AP50, mAP@t, CPM
-        and AUC (:mod:`~cxr_det.evaluation.bootstrap`); 0 turns them off.
-    bootstrap_seed: seed of the resampling.
-    """
-
-    protocols: Tuple[str, ...] = PROTOCOLS
-    vinbigdata_iou: float = 0.4
-    iobb_threshold: float = 0.5
-    iobb_max_dets: Optional[int] = 10
-    froc_fps: Tuple[float, ...] = DEFAULT_FROC_FPS
-    froc_criterion: str = "iou"
-    froc_iou: float = 0.3
-    image_thresholds: Tuple[float, ...] = (0.5,)
-    plots: bool = True
-    use_faster_coco_eval: bool = True
-    vinbigdata_matching: str = "voc"
-    froc_rule: str = "one_to_one"
-    bootstrap: int = 0
-    bootstrap_seed: int = 0
-
-    def __post_init__(self):
-        protocols = tuple(p.lower() for p in self.protocols)
-        unknown = sorted(set(protocols) - set(PROTOCOLS))
-        if unknown:
-            raise ValueError(f"unknown evaluation protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
-        if self.froc_criterion not in ("iou", "center"):
-            raise ValueError(f"froc_criterion must be 'iou' or 'center', got {self.froc_criterion!r}")
-        if self.vinbigdata_matching not in VINBIGDATA_MATCHING:
-            raise ValueError(
-                f"vinbigdata_matching (TEST.CXR_EVAL.VINBIGDATA_MATCHING) must be one of {list(VINBIGDATA_MATCHING)}, "
-                f"got {self.vinbigdata_matching!r}"
-            )
-        if self.froc_rule not in FROC_RULES:
-            raise ValueError(f"froc_rule (TEST.CXR_EVAL.FROC_RULE) must be one of {list(FROC_RULES)}, got {self.froc_rule!r}")
-        if int(self.bootstrap) < 0:
-            raise ValueError(f"bootstrap (TEST.CXR_EVAL.BOOTSTRAP) must be >= 0 resamples, got {self.bootstrap}")
-        object.__setattr__(self, "bootstrap", int(self.bootstrap))
-        object.__setattr__(self, "bootstrap_seed", int(self.bootstrap_seed))
-        object.__setattr__(self, "protocols", protocols)
-        object.__setattr__(self, "froc_fps", tuple(float(f) for f in self.froc_fps))
-        object.__setattr__(self, "image_thresholds", tuple(float(t) for t in np.atleast_1d(self.image_thresholds)))
-        if self.iobb_max_dets is not None and int(self.iobb_max_dets) <= 0:
-            object.__setattr__(self, "iobb_max_dets", None)
-
-    @classmethod
-    def from_cfg(cls, cfg=None, **overrides) -> "EvalOptions":
-        """Options from ``cfg.TEST.CXR_EVAL`` (defaults where absent), then ``overrides``
-        (keyword arguments that are not None)."""
-        values = {}
-        node = cfg.TEST.get("CXR_EVAL") if cfg is not None else None
-        if cfg is not None and node is None:
-            logger.warning("cfg.TEST.CXR_EVAL is missing (add_cxr_eval_config not called): default options")
-        if node is not None:
-            for f in fields(cls):
-                key = f.name.upper()
-                if key in node:
-                    values[f.name] = node[key]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+# Key of a prediction dict (and of a model's output dict) holding the model's own
+# probability that the image is normal (the VinBigData "No finding" confidence).
+NO_FINDING_SCORE_KEY = "image_no_finding_score"
 
 
 @dataclass
@@ -250,7 +171,7 @@ def build_image_boxes(
         classes = np.asarray(pred.get("classes", []), dtype=np.int64).reshape(-1)
         if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
             raise ValueError(f"image {rec['image_id']}: predicted class outside 0..{num_classes - 1}")
-        nf = pred.get("image_no_finding_score")
+        nf = pred.get(NO_FINDING_SCORE_KEY)
         images.append(
             ImageBoxes(
                 rec["image_id"],
@@ -273,6 +194,7 @@ def evaluate_detections(
     options: Optional[EvalOptions] = None,
     output_dir: Optional[str] = None,
     report: Optional[InputReport] = None,
+    coco_gt: Optional[dict] = None,
 ) -> "OrderedDict[str, OrderedDict[str, float]]":
     """Evaluate detections with every protocol of ``options`` on the same data.
 
@@ -289,6 +211,9 @@ def evaluate_detections(
         output_dir: if given, write ``metrics.json``, ``per_class.csv`` and the PNG plots.
         report: an :class:`InputReport` to fill with the input problems found (counted
             there, warned in the log, and written to ``metrics.json``).
+        coco_gt: the COCO ground-truth dict of ``gt_images`` already converted
+            (:func:`~cxr_det.evaluation.coco.records_to_coco`, e.g. from the evaluator's
+            cache); used only when no ground-truth box had to be left out.
 
     Ground-truth boxes with width or height <= 0 are left out of every protocol (see
     :func:`drop_bad_gt_boxes`).
@@ -305,6 +230,7 @@ def evaluate_detections(
     options = options or EvalOptions()
     class_names = list(class_names)
     report = report if report is not None else InputReport()
+    bad_before = sum(report.bad_gt_boxes.values())
     gt_images = drop_bad_gt_boxes(gt_images, report)
     images, kept = build_image_boxes(gt_images, predictions, len(class_names), report)
     if images and not any(len(im.gt_classes) for im in images):
@@ -314,30 +240,13 @@ def evaluate_detections(
             "per normal image",
             len(images),
         )
+    dropped = sum(report.bad_gt_boxes.values()) > bad_before
+    inputs = ProtocolInputs(gt_images, kept, images, class_names, None if dropped else coco_gt)
     results, curves = OrderedDict(), OrderedDict()
-    for protocol in options.protocols:
-        if protocol == "coco":
-            coco = coco_metrics(
-                records_to_coco(gt_images, class_names),
-                predictions_to_coco_results(kept),
-                class_names,
-                use_faster_coco_eval=options.use_faster_coco_eval,
-            )
-            results.update(coco)
-        elif protocol == "vinbigdata":
-            results["vinbigdata"], curves["vinbigdata"] = vinbigdata_metrics(
-                images, class_names, options.vinbigdata_iou, options.vinbigdata_matching
-            )
-        elif protocol == "iobb":
-            results["iobb"], curves["iobb"] = iobb_metrics(
-                images, class_names, options.iobb_threshold, options.iobb_max_dets
-            )
-        elif protocol == "froc":
-            results["froc"], curves["froc"] = froc_metrics(
-                images, class_names, options.froc_fps, options.froc_criterion, options.froc_iou, options.froc_rule
-            )
-        elif protocol == "image":
-            results["image"], curves["image"] = image_level_metrics(images, class_names, options.image_thresholds)
+    for name in options.protocols:
+        protocol_results, protocol_curves = PROTOCOLS[name].run(inputs, options)
+        results.update(protocol_results)
+        curves.update(protocol_curves)
     if options.bootstrap > 0:
         if images:
             results["bootstrap"] = bootstrap_intervals(

@@ -1,12 +1,11 @@
 """``CXRDetectionEvaluator``: every chest X-ray detection protocol in one detectron2 evaluator,
-configured by ``cfg.TEST.CXR_EVAL`` (:func:`cxr_det.config.add_cxr_eval_config`)."""
+configured by ``cfg.TEST.CXR_EVAL`` (:func:`cxr_det.config.add_cxr_eval_config`), with the
+dataset's ground truth cached per registration options."""
 import copy
 import itertools
-import json
 import logging
-import os
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,22 +15,52 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
-from .coco_protocol import predictions_to_coco_results, records_to_coco
-from .core import EvalOptions, evaluate_detections
+from .coco import records_to_coco
+from .coco_files import write_evaluation_inputs
+from .core import NO_FINDING_SCORE_KEY, EvalOptions, evaluate_detections
 
-__all__ = ["CXRDetectionEvaluator", "NO_FINDING_SCORE_KEY"]
+__all__ = ["CXRDetectionEvaluator", "NO_FINDING_SCORE_KEY", "dataset_ground_truth", "clear_ground_truth_cache"]
 
 logger = logging.getLogger(__name__)
 
-# Key of a model output dict holding the model's own probability that the image is normal.
-NO_FINDING_SCORE_KEY = "image_no_finding_score"
+# (dataset name, cxr_options_key, class names) -> (records, COCO ground truth); the newest last.
+_GT_CACHE: "OrderedDict[tuple, Tuple[List[dict], dict]]" = OrderedDict()
+_GT_CACHE_SIZE = 4
 
 
-def _json_default(obj):
-    """numpy arrays and scalars (e.g. in dataset dicts) as plain JSON values."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+def clear_ground_truth_cache() -> None:
+    """Forget every cached ground truth (see :func:`dataset_ground_truth`)."""
+    _GT_CACHE.clear()
+
+
+def dataset_ground_truth(dataset_name: str, class_names: Sequence[str]) -> Tuple[List[dict], dict]:
+    """``(records, coco_gt)``: a registered dataset's dicts (``DatasetCatalog``) and their
+    COCO ground truth (:func:`~cxr_det.evaluation.coco.records_to_coco`, with ``info``
+    naming the dataset and its options).
+
+    Cached in memory (the last few datasets) under the dataset name, the class names and
+    the fingerprint of the options it was registered with (``MetadataCatalog``
+    ``cxr_options_key``, see :mod:`cxr_det.data.datasets.builtin`): a name registered
+    again with other options has another key, so its old ground truth is never reused.
+    A dataset registered without that key (by other code) is loaded and converted on every
+    call. The records are shared between calls: do not modify them.
+    """
+    metadata = MetadataCatalog.get(dataset_name)
+    options_key = metadata.get("cxr_options_key")
+    key = (dataset_name, options_key, tuple(class_names))
+    if options_key is not None and key in _GT_CACHE:
+        _GT_CACHE.move_to_end(key)
+        logger.debug("ground truth of %s (options %s) from the cache", dataset_name, options_key)
+        return _GT_CACHE[key]
+    records = DatasetCatalog.get(dataset_name)
+    coco_gt = records_to_coco(records, class_names)
+    coco_gt["info"] = {"dataset_name": dataset_name, "cxr_options_key": options_key,
+                       "cxr_options": metadata.get("cxr_options")}
+    if options_key is not None:
+        _GT_CACHE[key] = (records, coco_gt)
+        while len(_GT_CACHE) > _GT_CACHE_SIZE:
+            _GT_CACHE.popitem(last=False)
+    return records, coco_gt
 
 
 def _to_float(value) -> float:
@@ -42,7 +71,8 @@ class CXRDetectionEvaluator(DatasetEvaluator):
     """COCO, VinBigData, MDF-Net IoBB, FROC and image-level metrics from one pass.
 
     Ground truth is the registered dataset's dicts (``DatasetCatalog``; boxes in any
-    ``BoxMode``; no annotation = normal image) and ``MetadataCatalog`` ``thing_classes``.
+    ``BoxMode``; no annotation = normal image) and ``MetadataCatalog`` ``thing_classes``,
+    cached per registration options (:func:`dataset_ground_truth`).
     ``process`` takes the model's ``instances`` (``pred_boxes``, ``scores``,
     ``pred_classes``, optional ``pred_masks``) and, when a model scores images itself,
     ``output["image_no_finding_score"]`` (probability that the image is normal; the
@@ -52,53 +82,20 @@ class CXRDetectionEvaluator(DatasetEvaluator):
     selected), each a dict of floats in percent like detectron2's (thresholds are raw
     scores) -- see :func:`~cxr_det.evaluation.core.evaluate_detections`. Dataset images that
     were never processed count as predicting nothing. With ``output_dir`` it writes
-    ``metrics.json``, ``per_class.csv``, the PNG curves, and the inputs as files that
-    ``tools/evaluate.py`` re-evaluates: ``ground_truth_coco.json``,
-    ``coco_instances_results.json`` (COCO results) and ``cxr_eval_no_finding_scores.json``.
+    ``metrics.json``, ``per_class.csv``, the PNG curves, and its inputs as COCO files
+    (:func:`~cxr_det.evaluation.coco_files.write_evaluation_inputs`) that
+    :func:`~cxr_det.evaluation.coco_files.load_evaluation_inputs` and ``tools/evaluate.py``
+    read back to the same numbers.
     """
 
-    def __init__(
-        self,
-        dataset_name: str,
-        cfg=None,
-        output_dir: Optional[str] = None,
-        distributed: bool = True,
-        *,
-        protocols: Optional[Sequence[str]] = None,
-        vinbigdata_iou: Optional[float] = None,
-        iobb_threshold: Optional[float] = None,
-        iobb_max_dets: Optional[int] = None,
-        froc_fps: Optional[Sequence[float]] = None,
-        froc_criterion: Optional[str] = None,
-        froc_iou: Optional[float] = None,
-        image_thresholds=None,
-        plots: Optional[bool] = None,
-        use_faster_coco_eval: Optional[bool] = None,
-        vinbigdata_matching: Optional[str] = None,
-        froc_rule: Optional[str] = None,
-        bootstrap: Optional[int] = None,
-        bootstrap_seed: Optional[int] = None,
-    ):
+    def __init__(self, dataset_name: str, cfg=None, output_dir: Optional[str] = None, distributed: bool = True,
+                 **options):
         """Options come from ``cfg.TEST.CXR_EVAL`` when ``cfg`` is given (else defaults);
-        keyword arguments that are not None override them."""
+        keyword arguments named as :class:`~cxr_det.evaluation.options.EvalOptions` fields
+        (e.g. ``froc_iou=0.5``) override them when not None. Raises TypeError for an unknown
+        option, ValueError for a bad value or a dataset without ``thing_classes``."""
         self._dataset_name = dataset_name
-        self._options = EvalOptions.from_cfg(
-            cfg,
-            protocols=protocols,
-            vinbigdata_iou=vinbigdata_iou,
-            iobb_threshold=iobb_threshold,
-            iobb_max_dets=iobb_max_dets,
-            froc_fps=froc_fps,
-            froc_criterion=froc_criterion,
-            froc_iou=froc_iou,
-            image_thresholds=image_thresholds,
-            plots=plots,
-            use_faster_coco_eval=use_faster_coco_eval,
-            vinbigdata_matching=vinbigdata_matching,
-            froc_rule=froc_rule,
-            bootstrap=bootstrap,
-            bootstrap_seed=bootstrap_seed,
-        )
+        self._options = EvalOptions.from_cfg(cfg, **options)
         metadata = MetadataCatalog.get(dataset_name)
         if not metadata.get("thing_classes"):
             raise ValueError(f"dataset {dataset_name!r} has no thing_classes in its metadata")
@@ -110,6 +107,7 @@ class CXRDetectionEvaluator(DatasetEvaluator):
 
     @property
     def options(self) -> EvalOptions:
+        """The :class:`~cxr_det.evaluation.options.EvalOptions` in use."""
         return self._options
 
     def reset(self):
@@ -140,24 +138,10 @@ class CXRDetectionEvaluator(DatasetEvaluator):
         if not predictions:
             logger.warning("[CXRDetectionEvaluator] Did not receive valid predictions.")
             return {}
-        records = DatasetCatalog.get(self._dataset_name)
+        records, coco_gt = dataset_ground_truth(self._dataset_name, self._class_names)
         if self._output_dir:
-            self._save_inputs(records, predictions)
-        results = evaluate_detections(records, predictions, self._class_names, self._options, self._output_dir)
+            write_evaluation_inputs(self._output_dir, predictions, self._class_names, coco_gt=coco_gt)
+        results = evaluate_detections(
+            records, predictions, self._class_names, self._options, self._output_dir, coco_gt=coco_gt
+        )
         return copy.deepcopy(OrderedDict(results))
-
-    def _save_inputs(self, records, predictions):
-        """The evaluation's inputs as COCO files, for ``tools/evaluate.py``."""
-        os.makedirs(self._output_dir, exist_ok=True)
-        with open(os.path.join(self._output_dir, "ground_truth_coco.json"), "w") as f:
-            json.dump(records_to_coco(records, self._class_names), f, default=_json_default)
-        with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
-            json.dump(predictions_to_coco_results(predictions), f)
-        scores = [
-            {"image_id": p["image_id"], "score": p[NO_FINDING_SCORE_KEY]}
-            for p in predictions
-            if NO_FINDING_SCORE_KEY in p
-        ]
-        if scores:
-            with open(os.path.join(self._output_dir, "cxr_eval_no_finding_scores.json"), "w") as f:
-                json.dump(scores, f)

@@ -1,10 +1,12 @@
-"""Image-level findings from a detector: is class c anywhere in the image?
+"""The image-level protocol: is class c anywhere in the image? (AUC, AP, F1/F2, specificity)
 
 The image score of class c is the highest score among the image's predicted boxes of
 class c (0 when there are none); the image is positive for c when it has a GT box of c.
 The "any" row asks whether the image is abnormal at all: score = highest box score of any
-class, positive = any GT box. ROC AUC is computed here from ranks (ties averaged), so
-scikit-learn is not needed.
+class, positive = any GT box. ROC AUC is the Mann-Whitney statistic from ranks (ties
+averaged; Hanley & McNeil, Radiology 143, 1982) and AP the step-wise average precision,
+both as scikit-learn (1.x) ``roc_auc_score`` / ``average_precision_score`` define them
+(checked against scikit-learn in the tests), so scikit-learn is not needed.
 """
 from collections import OrderedDict
 from typing import Sequence, Tuple
@@ -12,6 +14,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from .matching import ImageBoxes, average_precision, cumulative_counts, precision_recall
+from .protocols import Protocol, register_protocol
 
 __all__ = [
     "ANY",
@@ -207,3 +210,42 @@ def image_level_metrics(images: Sequence[ImageBoxes], class_names: Sequence[str]
         results[f"threshold-{name}"] = cut
         results[f"bestF2_threshold-{name}"] = best_threshold
     return results, curves
+
+
+def _run(inputs, options):
+    results, curves = image_level_metrics(inputs.images, inputs.class_names, options.image_thresholds)
+    return {"image": results}, {"image": curves}
+
+
+_CSV_METRICS = ("AUC", "AP", "recall", "precision", "F1", "F2", "specificity", "FP_per_normal_image")
+
+
+def _csv_columns(results, options):
+    if "image" not in results:
+        return []
+    cols = []
+    for m in _CSV_METRICS:
+        summary = m if m in ("AUC", "AP", "specificity", "FP_per_normal_image") else None
+        cols.append((f"image_{m}", "image", m, summary))
+    cols.append(("image_bestF2_threshold", "image", "bestF2_threshold", None))
+    return cols
+
+
+def _plots(output_dir, curves, options):
+    import os
+
+    from .plots import plot_pr_curves, plot_roc
+
+    return [
+        plot_roc(curves["image"], os.path.join(output_dir, "roc_image.png")),
+        plot_pr_curves(curves["image"], "Image-level precision-recall", os.path.join(output_dir, "pr_image.png")),
+    ]
+
+
+register_protocol(Protocol(
+    name="image",
+    run=_run,
+    titles={"image": "Image-level findings (specificity and FP_per_normal_image at the threshold)"},
+    csv_columns=_csv_columns,
+    plots=_plots,
+))

@@ -4,7 +4,6 @@ Figures are drawn with matplotlib's object API on the Agg canvas, never through 
 so plotting works headless and leaves pyplot's global state (and backend) alone.
 """
 import logging
-import os
 from typing import Dict, List
 
 import numpy as np
@@ -90,22 +89,14 @@ def plot_roc(curves: Dict[str, dict], path: str) -> str:
 
 
 def write_plots(output_dir: str, curves: dict, options) -> List[str]:
-    """Write the PNGs of the protocols that were computed; returns their paths.
+    """Write the PNGs of the protocols that were computed (each protocol's registered
+    ``plots``, e.g. ``pr_vinbigdata.png``, ``pr_iobb.png``, ``froc.png``,
+    ``roc_image.png``, ``pr_image.png``); returns their paths."""
+    from .protocols import registered_protocols
 
-    ``pr_vinbigdata.png``, ``pr_iobb.png``, ``froc.png``, ``roc_image.png``, ``pr_image.png``.
-    """
     written = []
-    if "vinbigdata" in curves:
-        title = f"VinBigData precision-recall (IoU > {options.vinbigdata_iou:g})"
-        written.append(plot_pr_curves(curves["vinbigdata"], title, os.path.join(output_dir, "pr_vinbigdata.png")))
-    if "iobb" in curves:
-        title = f"MDF-Net precision-recall (IoBB >= {options.iobb_threshold:g})"
-        written.append(plot_pr_curves(curves["iobb"], title, os.path.join(output_dir, "pr_iobb.png")))
-    if "froc" in curves:
-        written.append(plot_froc(curves["froc"], options.froc_fps, os.path.join(output_dir, "froc.png")))
-    if "image" in curves:
-        written.append(plot_roc(curves["image"], os.path.join(output_dir, "roc_image.png")))
-        path = os.path.join(output_dir, "pr_image.png")
-        written.append(plot_pr_curves(curves["image"], "Image-level precision-recall", path))
+    for protocol in registered_protocols():
+        if protocol.plots is not None and any(task in curves for task in protocol.titles):
+            written += protocol.plots(output_dir, curves, options)
     logger.debug("plots written: %s", written)
     return written

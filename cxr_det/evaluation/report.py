@@ -1,5 +1,6 @@
 """Tables and files of an evaluation: readable per-protocol tables, ``metrics.json``,
-``per_class.csv`` and the PNG curves (see :mod:`cxr_det.evaluation.plots`)."""
+``per_class.csv`` and the PNG curves (see :mod:`cxr_det.evaluation.plots`). Titles and
+CSV columns come from each protocol's registry entry (:mod:`cxr_det.evaluation.protocols`)."""
 import csv
 import json
 import logging
@@ -11,22 +12,27 @@ from typing import Dict, List, Sequence
 import numpy as np
 from tabulate import tabulate
 
-from .image_level import ANY
-from .protocols import NO_FINDING, threshold_tag
+from cxr_det.formats import NO_FINDING
 
-__all__ = ["format_tables", "log_tables", "per_class_rows", "json_safe", "write_outputs"]
+from .image_level import ANY
+from .protocols import registered_protocols
+
+__all__ = ["title", "format_tables", "log_tables", "per_class_rows", "json_safe", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
-TITLES = {
-    "bbox": "COCO bbox",
-    "segm": "COCO segm",
-    "vinbigdata": "VinBigData (PASCAL VOC AP, IoU > threshold, with 'No finding')",
-    "iobb": "MDF-Net IoBB",
-    "froc": "FROC (lesion sensitivity at FPs per image)",
-    "image": "Image-level findings (specificity and FP_per_normal_image at the threshold)",
-    "bootstrap": "Bootstrap 95% confidence intervals over images (percentile)",
-}
+BOOTSTRAP_TITLE = "Bootstrap 95% confidence intervals over images (percentile)"
+
+
+def title(task: str) -> str:
+    """The table title of a results task ("bbox", "vinbigdata", "bootstrap", ...): the one
+    its protocol registers; the task itself when none does."""
+    if task == "bootstrap":
+        return BOOTSTRAP_TITLE
+    for protocol in registered_protocols():
+        if task in protocol.titles:
+            return protocol.titles[task]
+    return task
 
 
 def _split(results: Dict[str, float]):
@@ -59,31 +65,15 @@ def format_tables(results: Dict[str, Dict[str, float]]) -> "OrderedDict[str, str
 
 
 def log_tables(results: Dict[str, Dict[str, float]]) -> None:
-    """Log the tables of the non-COCO protocols (CXRCOCOEvaluator logs COCO's itself)."""
+    """Log one table per results task, under its title."""
     for task, table in format_tables(results).items():
-        if task not in ("bbox", "segm"):
-            logger.info("%s:\n%s", TITLES.get(task, task), table)
+        logger.info("%s:\n%s", title(task), table)
 
 
 def _columns(results, options) -> List[tuple]:
-    """(CSV column, protocol, per-row metric, summary metric)."""
-    tag = threshold_tag(options.vinbigdata_iou)
-    cols = []
-    for task in ("bbox", "segm"):
-        if task in results:
-            cols += [(f"{task}_AP", task, "AP", "AP"), (f"{task}_AP50", task, "AP50", "AP50")]
-    if "vinbigdata" in results:
-        cols.append((f"vinbigdata_AP{tag}", "vinbigdata", f"AP{tag}", f"mAP{tag}"))
-    if "iobb" in results:
-        cols += [("iobb_AP", "iobb", "AP", "AP"), ("iobb_AR", "iobb", "AR", "AR")]
-    if "froc" in results:
-        cols.append(("froc_CPM", "froc", "CPM", "CPM"))
-    if "image" in results:
-        for m in ("AUC", "AP", "recall", "precision", "F1", "F2", "specificity", "FP_per_normal_image"):
-            summary = m if m in ("AUC", "AP", "specificity", "FP_per_normal_image") else None
-            cols.append((f"image_{m}", "image", m, summary))
-        cols.append(("image_bestF2_threshold", "image", "bestF2_threshold", None))
-    return cols
+    """(CSV column, task, per-row metric, summary metric), protocol by protocol in the
+    order of ``CXR_EVAL_PROTOCOLS``."""
+    return [col for protocol in registered_protocols() for col in protocol.csv_columns(results, options)]
 
 
 def per_class_rows(results, class_names: Sequence[str], options) -> List["OrderedDict[str, object]"]:
@@ -100,7 +90,7 @@ def per_class_rows(results, class_names: Sequence[str], options) -> List["Ordere
                 value = res.get(summary_metric) if summary_metric else None
             else:
                 value = res.get(f"{metric}-{name}")
-                if value is None and single and task in ("bbox", "segm") and name == class_names[0]:
+                if value is None and single and name == class_names[0]:
                     value = res.get(metric)  # COCO lists no per-class AP for a single class
             row[column] = value
         if name in (NO_FINDING, ANY) and all(v is None for k, v in row.items() if k != "class_name"):
