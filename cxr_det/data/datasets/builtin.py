@@ -23,7 +23,7 @@ from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.common import dataset_root
 from cxr_det.data.datasets.reflacx import register_reflacx
 from cxr_det.data.datasets.vindr import register_vindr
-from cxr_det.formats import SPLITS
+from cxr_det.formats import READER_MODES, SPLITS, resolve_reader_mode
 
 __all__ = [
     "DATASETS",
@@ -58,7 +58,8 @@ def cxr_dataset_names():
 def dataset_options(cfg, dataset):
     """The options that determine what ``<dataset>_<split>`` holds under ``cfg``: a JSON-able
     dict with the resolved dataset root (absolute path), the registrar's keyword arguments
-    (``registrar``) and the clinical record source (``clinical``; None when
+    (``registrar``; a deprecated reader mode name replaced by the current one, with a
+    DeprecationWarning) and the clinical record source (``clinical``; None when
     ``CXR.CLINICAL.ENABLED`` is off).
 
     Raises:
@@ -85,6 +86,9 @@ def dataset_options(cfg, dataset):
         )
     else:
         raise ValueError(f"unknown dataset {dataset!r}; cxr_det registers {list(DATASETS)}")
+    # an earlier name of a reader mode means the same content: warned about and replaced here
+    # (the registrar checks that the dataset implements the mode)
+    registrar["readers"] = resolve_reader_mode(registrar["readers"], dataset, READER_MODES, reader_ids_allowed=True)
     clinical = None
     if cfg.CXR.CLINICAL.ENABLED:
         clinical = dict(source=cfg.CXR.CLINICAL.SOURCE, match_window_days=int(cfg.CXR.CLINICAL.MATCH_WINDOW_DAYS))
