@@ -11,6 +11,7 @@ import them without loading pandas, pydicom or the models.
 This module holds what every format shares: the split names and reader modes (the
 vocabulary of how several radiologists' marks of one image become ground truth).
 """
+import logging
 import warnings
 
 __all__ = [
@@ -66,7 +67,8 @@ def resolve_reader_mode(value, dataset, supported, reader_ids_allowed=False):
 
     Args:
         value: a mode name, an earlier name of ``dataset`` (see
-            :data:`DEPRECATED_READER_MODES`; a DeprecationWarning names the new one), or, where
+            :data:`DEPRECATED_READER_MODES`; a DeprecationWarning, also logged, names the new
+            one), or, where
             ``reader_ids_allowed``, one radiologist's id (returned unchanged).
         dataset: ``"reflacx"`` or ``"vindr"``, for the deprecated names and the messages.
         supported: the modes this dataset implements (a subset of :data:`READER_MODES`).
@@ -81,11 +83,11 @@ def resolve_reader_mode(value, dataset, supported, reader_ids_allowed=False):
     mode = value.strip()
     old = DEPRECATED_READER_MODES.get(dataset, {})
     if mode in old:
-        warnings.warn(
-            f"{dataset}: reader mode {mode!r} is deprecated; it is now called {old[mode]!r}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+        message = f"{dataset}: reader mode {mode!r} is deprecated; it is now called {old[mode]!r}"
+        # DeprecationWarning for code that filters warnings; logged too, because Python hides
+        # DeprecationWarnings raised inside a library from someone running a YAML config
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+        logging.getLogger(__name__).warning(message)
         mode = old[mode]
     if mode in supported:
         return mode
