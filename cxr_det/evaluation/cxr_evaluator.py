@@ -56,11 +56,12 @@ def dataset_ground_truth(dataset_name: str, class_names: Sequence[str]) -> Tuple
     coco_gt = records_to_coco(records, class_names)
     coco_gt["info"] = {"dataset_name": dataset_name, "cxr_options_key": options_key,
                        "cxr_options": metadata.get("cxr_options")}
+    value = (records, coco_gt)
     if options_key is not None:
-        _GT_CACHE[key] = (records, coco_gt)
+        _GT_CACHE[key] = value
         while len(_GT_CACHE) > _GT_CACHE_SIZE:
             _GT_CACHE.popitem(last=False)
-    return records, coco_gt
+    return value
 
 
 def _to_float(value) -> float:
