@@ -1,6 +1,8 @@
 """Two prediction sets on the same ground truth, compared: the paired-bootstrap table of
-``tools/evaluate.py --compare`` and the clinical-gain benchmark of
-``tools/benchmark_fusion.py`` (image-only against clinical twin on synthetic REFLACX).
+``tools/evaluate.py --compare``, and the AP50 gain of one training run over another from
+their evaluator files (the clinical gain of ``tools/benchmark_fusion.py``,
+:mod:`benchmarks.fusion_benchmark`), with a group of look-alike classes scored apart and
+as one class.
 
 The intervals and p-values are those of :mod:`cxr_det.evaluation.bootstrap` (percentile
 intervals, Efron & Tibshirani 1993; paired p-value, Davison & Hinkley 1997); AP50 is COCO's
@@ -9,11 +11,10 @@ the files its evaluator wrote (:mod:`cxr_det.evaluation.coco_files`).
 """
 import json
 import os
-import statistics
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 from tabulate import tabulate
@@ -25,18 +26,10 @@ from .core import EvalOptions, build_image_boxes, drop_bad_gt_boxes
 from .report import json_safe
 
 __all__ = [
-    "LOOK_ALIKE",
     "write_paired_comparison",
-    "seconds_per_iter",
     "merged_ap50",
     "clinical_gain",
-    "plot_per_class_ap50",
 ]
-
-# The synthetic REFLACX classes that look alike in the image and differ only in the
-# patient's vitals (cxr_det.synthetic): the pair clinical data should tell apart.
-LOOK_ALIKE = ("Consolidation", "Pulmonary edema")
-
 
 def write_paired_comparison(output_dir, records, predictions_a, predictions_b, class_names, options,
                             resamples: int, seed: int, report=None, names=("A", "B")):
@@ -68,19 +61,6 @@ def write_paired_comparison(output_dir, records, predictions_a, predictions_b, c
     return result, "\n".join(parts), path
 
 
-def seconds_per_iter(metrics_json, skip: int = 20) -> float:
-    """Median of detectron2's per-iteration ``time`` (seconds) in a training run's
-    ``metrics.json`` (one JSON object per line), after the first ``skip`` iterations; NaN
-    when there is none."""
-    times = []
-    with open(metrics_json) as f:
-        for line in f:
-            row = json.loads(line)
-            if "time" in row and row.get("iteration", 0) >= skip:
-                times.append(row["time"])
-    return statistics.median(times) if times else float("nan")
-
-
 def merged_ap50(inference_dir, classes: Sequence[str]) -> float:
     """COCO AP50 (percent) of ``classes`` scored as one class, from the evaluator's files
     in ``inference_dir`` (``ground_truth_coco.json``, ``coco_instances_results.json``):
@@ -99,8 +79,7 @@ def merged_ap50(inference_dir, classes: Sequence[str]) -> float:
     return coco_metrics(gt, dt, [gt["categories"][0]["name"]], tasks=["bbox"])["bbox"]["AP50"]
 
 
-def clinical_gain(image_only_dir, clinical_dir, look_alike: Tuple[str, ...] = LOOK_ALIKE, resamples: int = 1000,
-                  seed: int = 0):
+def clinical_gain(image_only_dir, clinical_dir, look_alike: Sequence[str], resamples: int = 1000, seed: int = 0):
     """Clinical - image-only COCO AP50 with paired-bootstrap 95% intervals over images.
 
     Reads each run's evaluator files (``ground_truth_coco.json``,
@@ -140,29 +119,3 @@ def clinical_gain(image_only_dir, clinical_dir, look_alike: Tuple[str, ...] = LO
             point_a[0]["AP50"][k], point_b[0]["AP50"][k], class_b["AP50"][:, k] - class_a["AP50"][:, k]
         )
     return rows
-
-
-def plot_per_class_ap50(summary: dict, classes: Sequence[str], path, models=("image-only", "clinical"),
-                        marked: Sequence[str] = LOOK_ALIKE) -> str:
-    """Bar chart of per-class AP50 (percent), one bar per model of ``summary`` (``{model:
-    {"AP50_per_class": {class: AP50}}}``), classes in ``marked`` starred; PNG at ``path``.
-    Drawn with matplotlib's object API on the Agg canvas (no pyplot state). Returns ``path``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    x = np.arange(len(classes))
-    fig = Figure(figsize=(9, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(models)
-    for i, name in enumerate(models):
-        offset = (i - (len(models) - 1) / 2) * width
-        ax.bar(x + offset, [summary[name]["AP50_per_class"][c] for c in classes], width, label=name)
-    ax.set_xticks(x, [c + (" *" if c in marked else "") for c in classes], rotation=15, fontsize=8)
-    ax.set_ylabel("AP50 (%)")
-    ax.set_title("Per-class AP50, image-only vs clinical (* look-alike pair)")
-    ax.set_ylim(0, 110)
-    ax.legend(loc="upper left", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return str(path)
