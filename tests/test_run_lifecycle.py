@@ -21,7 +21,7 @@ from cxr_det.engine import (
     argument_parser,
     inference_config,
 )
-from cxr_det.engine.run import truncate_metrics
+from cxr_det.engine.run_folder import truncate_metrics
 from helpers import SMALL_TRAIN_OPTS, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]

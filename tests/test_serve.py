@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _app(run, opts=ALL_BOXES, **kwargs):
-    from cxr_det.engine.run import inference_config
+    from cxr_det.engine.run_config import inference_config
     from cxr_det.serve import create_app
 
     return create_app(inference_config(str(run), "", list(opts)), **kwargs)

@@ -70,7 +70,7 @@ def test_visualize_data_draws_on_the_boxes(root, tmp_path, monkeypatch):
                             "CXR.DATASET_ROOT", str(root)], monkeypatch)
     from cxr_det.data.datasets.reflacx import load_reflacx
 
-    from cxr_det.utils.visualizer import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
+    from cxr_det.utils.drawing import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
 
     records = load_reflacx(root, "train")[:6]
     pngs = sorted(out.glob("*.png"))
@@ -136,7 +136,7 @@ def test_visualize_json_results_side_by_side(root, tmp_path, monkeypatch):
     out = tmp_path / "vis"
     _run("visualize_json_results", ["--input", str(path), "--dataset", "reflacx_val", "--output", str(out),
                                     "--num", "1", "--conf-threshold", "0.5", "CXR.DATASET_ROOT", str(root)], monkeypatch)
-    from cxr_det.utils.visualizer import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
+    from cxr_det.utils.drawing import MIN_LONG_SIDE, TITLE_BACKGROUND, drawing_scale
 
     (png,) = out.glob("*.png")
     drawn = cv2.imread(str(png))

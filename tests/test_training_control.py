@@ -20,15 +20,9 @@ from detectron2.utils.events import EventStorage, JSONWriter, get_event_storage
 from fvcore.common.param_scheduler import ConstantParamScheduler
 
 from cxr_det.config import add_cxr_config
-from cxr_det.engine.hooks import (
-    BestMetricCheckpointer,
-    EarlyStop,
-    EarlyStopping,
-    PlateauLRScheduler,
-    TrainingCurves,
-    ValidationLoss,
-    add_training_control_hooks,
-)
+from cxr_det.engine.hooks import TrainingCurves, add_training_control_hooks
+from cxr_det.engine.metric_hooks import BestMetricCheckpointer, EarlyStop, EarlyStopping, PlateauLRScheduler
+from cxr_det.engine.validation_loss import ValidationLoss
 from cxr_det.utils.training_curves import metric_series, plot_training_curves
 from helpers import load_tool
 

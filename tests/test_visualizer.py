@@ -8,9 +8,8 @@ import cxr_det  # noqa: F401
 from detectron2.structures import BoxMode
 
 from cxr_det.utils.training_curves import metric_series, training_figures
+from cxr_det.utils.drawing import MIN_LONG_SIDE, TITLE_BACKGROUND, side_by_side
 from cxr_det.utils.visualizer import (
-    MIN_LONG_SIDE,
-    TITLE_BACKGROUND,
     draw_ground_truth,
     draw_predictions,
     ground_truth_title,
@@ -18,7 +17,6 @@ from cxr_det.utils.visualizer import (
     reader_aliases,
     render_ground_truth,
     render_predictions,
-    side_by_side,
 )
 
 CLASSES = ["Atelectasis", "Consolidation", "Enlarged cardiac silhouette", "Pleural abnormality", "Pulmonary edema"]

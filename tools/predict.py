@@ -25,30 +25,16 @@ import logging
 import os
 import sys
 
-import cv2
-from tqdm import tqdm
-
 import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 
 from detectron2.utils.logger import setup_logger
 
-from cxr_det.data.image_io import read_image, read_options_from_config
 from cxr_det.engine import RunConfigError, inference_config
-from cxr_det.engine.inference import (
-    check_clinical_record,
-    describe_inputs,
-    dicom_clinical_record,
-    find_inputs,
-    load_clinical_inputs,
-    match_clinical,
-    output_stems,
-    prediction_record,
-    unknown_clinical_fields,
-)
+from cxr_det.engine.inference import describe_inputs, find_inputs, load_clinical_inputs, match_clinical
+from cxr_det.engine.predict_files import check_clinical_inputs, predict_files
 from cxr_det.engine.predictor import CXRPredictor
-from cxr_det.engine.run import class_names_of
-from cxr_det.utils.visualizer import MIN_LONG_SIDE, draw_predictions, predictions_title
+from cxr_det.engine.run_config import class_names_of
 
 logger = logging.getLogger("cxr_det.predict")
 
@@ -101,61 +87,23 @@ def main(argv=None):
         logger.warning(f"--clinical: {len(unmatched)} record(s) match no input image, e.g. {unmatched[:3]}")
     from_dicom = featurizer is not None and cfg.CXR.CLINICAL.SOURCE == "dicom"
 
-    problems, file_problems = {}, []
-    if featurizer is not None:
-        fields = sorted({f for record in table.values() for f in record}) if table else sorted(single or {})
-        file_problems = unknown_clinical_fields(fields, featurizer)
-        if file_problems:
-            logger.warning(f"--clinical {args.clinical}: " + "; ".join(file_problems)
-                           + f". The model's fields: {', '.join(list(featurizer.numeric) + list(featurizer.categorical))}"
-                           " (tools/predict.py --describe)")
-        for image in images:
-            record = clinical[image.key]
-            if from_dicom and record is None:
-                continue  # read from the DICOM header below; checked there
-            found = check_clinical_record(record, featurizer, fields=False)
-            if found and (args.clinical or not from_dicom):
-                problems[image.key] = found
-        if (problems or file_problems) and args.strict:
-            listed = "\n".join([f"  {args.clinical}: {p}" for p in file_problems]
-                               + [f"  {k}: {'; '.join(v)}" for k, v in list(problems.items())[:20]])
-            n = len(problems) + (1 if file_problems else 0)
-            sys.exit(f"predict.py --strict: {n} clinical input problem(s):\n{listed}")
+    check = check_clinical_inputs(images, clinical, table, single, featurizer,
+                                  given=bool(args.clinical), from_dicom=from_dicom)
+    problems, file_problems = check.problems, check.file_problems
+    if file_problems:
+        logger.warning(f"--clinical {args.clinical}: " + "; ".join(file_problems)
+                       + f". The model's fields: {', '.join(list(featurizer.numeric) + list(featurizer.categorical))}"
+                       " (tools/predict.py --describe)")
+    if (problems or file_problems) and args.strict:
+        listed = "\n".join([f"  {args.clinical}: {p}" for p in file_problems]
+                           + [f"  {k}: {'; '.join(v)}" for k, v in list(problems.items())[:20]])
+        n = len(problems) + (1 if file_problems else 0)
+        sys.exit(f"predict.py --strict: {n} clinical input problem(s):\n{listed}")
 
     os.makedirs(args.output, exist_ok=True)
-    stems = output_stems(args.output, [image.key for image in images])
-    everything, skipped = [], {}
-    for image in tqdm(images, desc="predicting"):
-        try:
-            pixels = read_image(image.path, cfg.INPUT.FORMAT, **read_options_from_config(cfg))
-        except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
-            skipped[image.key] = f"{type(e).__name__}: {e}"
-            problems.pop(image.key, None)
-            logger.warning(f"{image.path}: skipped ({e})")
-            continue
-        record = clinical[image.key]
-        if from_dicom:
-            header = dicom_clinical_record(image.path)
-            if header is not None:
-                record = {**header, **(record or {})}
-            found = check_clinical_record(record, featurizer, fields=False)
-            if found:
-                problems[image.key] = found
-        instances = predictor(pixels, record)["instances"].to("cpu")
-        result = prediction_record(image.key, instances, class_names, pixels.shape[0], pixels.shape[1],
-                                   record, problems.get(image.key, ()), featurizer)
-        everything.append(result)
-        stem = stems[image.key]
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2, default=str, allow_nan=False)
-        rgb = pixels[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else (pixels.repeat(3, 2) if pixels.shape[2] == 1 else pixels)
-        shown = sorted(result["instances"], key=lambda d: -d["score"])[: max(args.max_drawn, 0)]
-        title = f"{image.key} - {predictions_title(len(result['instances']), args.conf_threshold)}"
-        if len(shown) < len(result["instances"]):
-            title += f", best {len(shown)} drawn"
-        drawn = draw_predictions(rgb, [d["bbox"] for d in shown], [d["score"] for d in shown],
-                                 [d["category_id"] for d in shown], class_names, min_long_side=MIN_LONG_SIDE, title=title)
-        cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
+    everything, skipped = predict_files(predictor, cfg, images, clinical, problems, class_names, args.output,
+                                        conf_threshold=args.conf_threshold, max_drawn=args.max_drawn,
+                                        from_dicom=from_dicom)
 
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(everything, f, indent=2, default=str, allow_nan=False)

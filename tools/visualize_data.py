@@ -5,18 +5,15 @@
     tools/visualize_data.py --config-file cfg.yaml --dataset vindr_val --output ... [opts]
 """
 import argparse
-import os
-
-import cv2
-from tqdm import tqdm
 
 import cxr_det  # noqa: F401
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.builtin import register_from_config
-from cxr_det.engine import get_cxr_cfg
-from cxr_det.utils.visualizer import MIN_LONG_SIDE, ground_truth_title, load_rgb, render_ground_truth
+from cxr_det.utils.drawing import MIN_LONG_SIDE
+from cxr_det.utils.drawing_files import draw_dataset
 
 
 def main():
@@ -36,15 +33,8 @@ def main():
     class_names = MetadataCatalog.get(args.dataset).thing_classes
     if args.num:
         records = records[: args.num]
-    os.makedirs(args.output, exist_ok=True)
-    for record in tqdm(records, desc=f"drawing {args.dataset}"):
-        n = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
-        drawn = render_ground_truth(
-            load_rgb(record["file_name"]), record, class_names, not args.no_readers, args.scale,
-            min_long_side=MIN_LONG_SIDE, title=ground_truth_title(n),
-        ).image
-        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        cv2.imwrite(os.path.join(args.output, f"{record['image_id']:05d}_{stem}.png"), drawn[:, :, ::-1])
+    draw_dataset(records, class_names, args.output, show_readers=not args.no_readers, scale=args.scale,
+                 desc=f"drawing {args.dataset}")
     print(f"wrote {len(records)} image(s) to {args.output}")
 
 

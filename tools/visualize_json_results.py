@@ -11,30 +11,15 @@ the PNG cache) is refused.
 """
 import argparse
 import json
-import os
-from collections import defaultdict
-
-import cv2
-import numpy as np
-from tqdm import tqdm
 
 import cxr_det  # noqa: F401
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 
 from cxr_det.data.datasets.builtin import register_from_config
-from cxr_det.engine import RunConfigError, get_cxr_cfg
-from cxr_det.engine.run import check_image_frame, find_run_file, read_run_file
-from cxr_det.utils.visualizer import (
-    MIN_LONG_SIDE,
-    ground_truth_title,
-    load_rgb,
-    predictions_title,
-    render_ground_truth,
-    render_predictions,
-    side_by_side,
-)
+from cxr_det.engine import RunConfigError
+from cxr_det.engine.run_config import results_config
+from cxr_det.utils.drawing_files import draw_results, results_by_image
 
 
 def main():
@@ -50,16 +35,8 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
-    run_file = args.run or find_run_file(args.input)
     try:
-        record = read_run_file(run_file) if run_file else None
-        if record is not None and not args.config_file:
-            cfg = record.config()
-            cfg.merge_from_list(args.opts)
-        else:
-            cfg = get_cxr_cfg(args.config_file or None, args.opts)
-        if record is not None:
-            check_image_frame(cfg, record, args.input)
+        cfg = results_config(args.input, args.run, args.config_file, args.opts)
     except RunConfigError as e:
         raise SystemExit(f"visualize_json_results.py: {e}")
     register_from_config(cfg)
@@ -68,41 +45,15 @@ def main():
     if not results:
         print(f"warning: {args.input} holds no predictions (an untrained or barely trained model?); "
               "only the ground truth will show")
-    by_image = defaultdict(list)
-    for r in results:
-        if r["score"] >= args.conf_threshold:
-            by_image[r["image_id"]].append(r)
-
     records = DatasetCatalog.get(args.dataset)
     class_names = MetadataCatalog.get(args.dataset).thing_classes
-    known = {r["image_id"] for r in records}
-    unknown = {r["image_id"] for r in results} - known
-    if unknown:
-        raise SystemExit(
-            f"{args.input}: {len(unknown)} image_id(s) not in dataset {args.dataset} (e.g. {sorted(unknown)[:3]}); "
-            "were the results made on another dataset or with other CXR.* options?"
-        )
+    try:
+        by_image = results_by_image(results, records, args.conf_threshold, args.input, args.dataset)
+    except ValueError as e:
+        raise SystemExit(str(e))
     if args.num:
         records = records[: args.num]
-    os.makedirs(args.output, exist_ok=True)
-    for record in tqdm(records, desc="drawing"):
-        image = load_rgb(record["file_name"])
-        above = sorted(by_image.get(record["image_id"], []), key=lambda p: -p["score"])
-        preds = above[: max(args.max_drawn, 0)]
-        boxes = [BoxMode.convert(p["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for p in preds]
-        n_gt = sum(not a.get("iscrowd", 0) for a in record.get("annotations", []))
-        gt = render_ground_truth(image, record, class_names, show_readers=False, min_long_side=MIN_LONG_SIDE,
-                                 title=ground_truth_title(n_gt))
-        pr = render_predictions(image, np.asarray(boxes), [p["score"] for p in preds], [p["category_id"] for p in preds],
-                                class_names, min_long_side=MIN_LONG_SIDE,
-                                title=predictions_title(len(above), args.conf_threshold)
-                                + (f", best {len(preds)} drawn" if len(preds) < len(above) else ""))
-        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        panels = side_by_side(gt.image, pr.image)
-        image_id = record["image_id"]
-        prefix = f"{image_id:05d}" if isinstance(image_id, int) else str(image_id)
-        name = f"{prefix}_{stem}.png" if prefix != stem else f"{stem}.png"
-        cv2.imwrite(os.path.join(args.output, name), panels[:, :, ::-1])
+    draw_results(records, by_image, class_names, args.output, args.conf_threshold, args.max_drawn)
     print(f"wrote {len(records)} image(s) to {args.output} (left: ground truth, right: predictions >= {args.conf_threshold})")
 
 

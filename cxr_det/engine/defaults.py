@@ -16,7 +16,8 @@ from cxr_det.data.clinical.pipeline import prepare_clinical
 from cxr_det.data.datasets.builtin import DATASET_FOLDERS, cxr_dataset_names, register_from_config
 from cxr_det.data.datasets.common import dataset_root
 from cxr_det.engine.machine import adapt_to_machine
-from cxr_det.engine.run import inference_config, set_aside_previous_run
+from cxr_det.engine.run_config import inference_config
+from cxr_det.engine.run_folder import set_aside_previous_run
 from cxr_det.modeling.fusion import fusion_enabled
 from cxr_det.modeling.meta_arch import ClinicalFusionMixin
 
@@ -51,7 +52,7 @@ def setup(args):
     ``OUTPUT_DIR`` set aside unless ``--resume``; logging; datasets registered and checked;
     clinical statistics fitted on ``DATASETS.TRAIN``; ``OUTPUT_DIR/config.yaml`` written.
     ``--eval-only``: the config from the run (``--run``, or ``MODEL.WEIGHTS``; see
-    :func:`cxr_det.engine.run.inference_config`); its logs and config record go to
+    :func:`cxr_det.engine.run_config.inference_config`); its logs and config record go to
     ``OUTPUT_DIR/inference/`` so the training run's ``config.yaml`` stays as it was.
 
     Raises:

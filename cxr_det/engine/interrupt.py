@@ -31,7 +31,7 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 class TrainingInterrupted(BaseException):
     """Training stopped on a signal after saving ``checkpoint`` at ``iteration``.
 
-    A ``BaseException`` like :class:`~cxr_det.engine.hooks.EarlyStop`, so detectron2's
+    A ``BaseException`` like :class:`~cxr_det.engine.metric_hooks.EarlyStop`, so detectron2's
     training loop does not log it as a failure. ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM).
     """
 

@@ -11,7 +11,7 @@ from cxr_det.engine.checkpoint import CXRCheckpointer
 class CXRPredictor:
     """detectron2's ``DefaultPredictor`` pattern, with strict weights and the clinical record.
 
-    Build it from :func:`cxr_det.engine.run.inference_config`. ``predictor(image,
+    Build it from :func:`cxr_det.engine.run_config.inference_config`. ``predictor(image,
     clinical=None)``: ``image`` HxWxC uint8 in ``cfg.INPUT.FORMAT``; ``clinical`` a raw record
     (dict of values, missing ones allowed) or None. Returns the model's output dict for the
     image; boxes in the pixel coordinates of ``image``.

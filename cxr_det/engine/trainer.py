@@ -17,10 +17,12 @@ from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer
 from cxr_det.data.datasets.common import DATASET_ROOT_ENV
 from cxr_det.data.mapper import CXRDatasetMapper
 from cxr_det.engine.checkpoint import CXRCheckpointer
-from cxr_det.engine.hooks import EarlyStop, add_training_control_hooks
+from cxr_det.engine.evaluators import build_evaluator
+from cxr_det.engine.hooks import add_training_control_hooks
+from cxr_det.engine.metric_hooks import EarlyStop
 from cxr_det.engine.interrupt import GracefulInterrupt, ResumableTensorboardWriter, TrainingInterrupted
-from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord, truncate_metrics
-from cxr_det.evaluation import CXRDetectionEvaluator
+from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord
+from cxr_det.engine.run_folder import truncate_metrics
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
 
 logger = logging.getLogger(__name__)
@@ -60,15 +62,22 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
+        """detectron2's model, with its parameter counts per module logged."""
         model = super().build_model(cfg)
         logger.info("Parameters per module:\n" + parameter_count_table(model, max_depth=3))
         return model
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return CXRDetectionEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
+        """The evaluator the dataset's metadata ``evaluator_type`` names
+        (:mod:`cxr_det.engine.evaluators`: ``cxr_detection`` and ``coco`` ->
+        :class:`~cxr_det.evaluation.CXRDetectionEvaluator`), writing into ``output_folder``
+        (default ``OUTPUT_DIR/inference/<dataset_name>``).
+
+        Raises:
+            ValueError: an ``evaluator_type`` without a registered evaluator.
+        """
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     def build_writers(self):
         """detectron2's writers, with a TensorBoard writer that can drop events past a resume point."""
@@ -125,6 +134,8 @@ class Trainer(DefaultTrainer):
             raise
 
     def train(self):
+        """Train; an early stop returns the last evaluation's results, an interrupt re-raises
+        :class:`~cxr_det.engine.interrupt.TrainingInterrupted` after logging the resume command."""
         try:
             return super().train()
         except EarlyStop as stop:
@@ -140,10 +151,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's training loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper`."""
         return build_detection_train_loader(cfg, mapper=CXRDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper` (test mode)."""
         return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))
 
 

@@ -44,7 +44,7 @@ import cxr_det
 from cxr_det.data.image_io import is_dicom, read_image, read_options_from_config
 from cxr_det.engine.inference import prediction_record
 from cxr_det.engine.predictor import CXRPredictor
-from cxr_det.engine.run import class_names_of
+from cxr_det.engine.run_config import class_names_of
 from cxr_det.serve import clinical as clinical_io
 from cxr_det.serve.limits import UploadLimit, keep_uploads_in_memory
 from cxr_det.serve.schemas import ErrorResponse, Health, ModelInfo, Prediction
@@ -278,7 +278,7 @@ def _predict_endpoint(service: _Service):
 
 def create_app(cfg, *, max_upload_mb: float = 64, api_key: Optional[str] = None) -> FastAPI:
     """The service for the trained model ``cfg`` describes (from
-    :func:`cxr_det.engine.run.inference_config`, ``MODEL.WEIGHTS`` set).
+    :func:`cxr_det.engine.run_config.inference_config`, ``MODEL.WEIGHTS`` set).
 
     The model (strict weights) and its clinical statistics load here, once
     (:class:`cxr_det.engine.predictor.CXRPredictor`). ``max_upload_mb``: largest request
@@ -332,13 +332,13 @@ def create_app(cfg, *, max_upload_mb: float = 64, api_key: Optional[str] = None)
 def app_from_env() -> FastAPI:
     """App factory for uvicorn workers (``tools/serve.py --workers N``): each worker builds
     its own model from the JSON settings in ``$CXR_SERVE_SETTINGS``: ``run``,
-    ``config_file``, ``opts`` (as for :func:`cxr_det.engine.run.inference_config`),
+    ``config_file``, ``opts`` (as for :func:`cxr_det.engine.run_config.inference_config`),
     ``max_upload_mb``, ``api_key``.
 
     Raises:
         RuntimeError: the variable is not set; RunConfigError: as ``inference_config``.
     """
-    from cxr_det.engine.run import inference_config
+    from cxr_det.engine.run_config import inference_config
 
     text = os.environ.get(SETTINGS_ENV)
     if not text:

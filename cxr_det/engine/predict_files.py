@@ -1,0 +1,132 @@
+"""``tools/predict.py``'s work: clinical inputs checked for a set of image files, then each
+file predicted and written as JSON and an annotated PNG.
+
+The pieces it joins are in :mod:`cxr_det.engine.inference` (inputs, the clinical CSV/JSON
+reader :func:`~cxr_det.engine.inference.load_clinical_inputs`, which reads CSVs with the
+package's one clinical CSV reader, and the per-image record whose image-level scores come
+from :func:`cxr_det.evaluation.image_level.image_scores`) and
+:mod:`cxr_det.utils.drawing_files` (the PNG).
+"""
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+from tqdm import tqdm
+
+from cxr_det.data.image_io import read_image, read_options_from_config
+from cxr_det.engine.inference import (
+    InputImage,
+    check_clinical_record,
+    dicom_clinical_record,
+    output_stems,
+    prediction_record,
+    unknown_clinical_fields,
+)
+from cxr_det.utils.drawing_files import prediction_drawing
+
+__all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClinicalCheck:
+    """What is wrong with the clinical inputs of a set of images.
+
+    Attributes:
+        file_problems: messages about the file as a whole (unknown fields / columns).
+        problems: ``{image key: [messages]}`` for records with missing, unparseable,
+            implausible or unknown values.
+        fields: the field names the file gives (CSV columns / JSON keys), sorted.
+    """
+
+    file_problems: List[str] = field(default_factory=list)
+    problems: Dict[str, List[str]] = field(default_factory=dict)
+    fields: List[str] = field(default_factory=list)
+
+
+def check_clinical_inputs(images: Sequence[InputImage], clinical: Dict[str, Optional[dict]],
+                          table: Dict[str, dict], single: Optional[dict], featurizer, *,
+                          given: bool, from_dicom: bool) -> ClinicalCheck:
+    """Check every image's clinical record against the model's features.
+
+    Args:
+        images: the inputs (:func:`~cxr_det.engine.inference.find_inputs`).
+        clinical: ``{image key: raw record or None}`` (:func:`~cxr_det.engine.inference.match_clinical`).
+        table, single: :func:`~cxr_det.engine.inference.load_clinical_inputs`' output.
+        featurizer: the model's clinical featurizer; None: nothing to check.
+        given: whether a clinical file was given.
+        from_dicom: the model reads age and sex from DICOM headers (``CXR.CLINICAL.SOURCE
+            dicom``); images without a record are checked after their header is read
+            (:func:`predict_files`), and without a file only those checks count.
+
+    Returns:
+        :class:`ClinicalCheck` (empty when ``featurizer`` is None).
+    """
+    check = ClinicalCheck()
+    if featurizer is None:
+        return check
+    check.fields = sorted({f for record in table.values() for f in record}) if table else sorted(single or {})
+    check.file_problems = unknown_clinical_fields(check.fields, featurizer)
+    for image in images:
+        record = clinical[image.key]
+        if from_dicom and record is None:
+            continue  # read from the DICOM header while predicting; checked there
+        found = check_clinical_record(record, featurizer, fields=False)
+        if found and (given or not from_dicom):
+            check.problems[image.key] = found
+    return check
+
+
+def predict_files(predictor, cfg, images: Sequence[InputImage], clinical: Dict[str, Optional[dict]],
+                  problems: Dict[str, List[str]], class_names: Sequence[str], output_dir: str, *,
+                  conf_threshold: float, max_drawn: int = 20, from_dicom: bool = False):
+    """Predict each image and write ``<output_dir>/<key without suffix>.json`` and ``.png``.
+
+    Args:
+        predictor: a :class:`~cxr_det.engine.predictor.CXRPredictor`.
+        cfg: its config (``INPUT.FORMAT`` and the image reading options).
+        images: the inputs; clinical: ``{key: raw record or None}``.
+        problems: ``{key: messages}`` from :func:`check_clinical_inputs`; updated in place
+            (unreadable files removed, DICOM header records checked).
+        class_names: the model's classes; conf_threshold: the score cut (in the PNG title).
+        max_drawn: boxes drawn per image at most, best first (the JSON has all).
+        from_dicom: merge ``{"age", "gender"}`` from each DICOM header under the given record.
+
+    Returns:
+        ``(records, skipped)``: the JSON record of each predicted image
+        (:func:`~cxr_det.engine.inference.prediction_record`), and ``{key: why}`` for the
+        files that could not be read (skipped, counted, logged).
+    """
+    featurizer = predictor.clinical_featurizer
+    stems = output_stems(output_dir, [image.key for image in images])
+    everything, skipped = [], {}
+    for image in tqdm(images, desc="predicting"):
+        try:
+            pixels = read_image(image.path, cfg.INPUT.FORMAT, **read_options_from_config(cfg))
+        except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
+            skipped[image.key] = f"{type(e).__name__}: {e}"
+            problems.pop(image.key, None)
+            logger.warning(f"{image.path}: skipped ({e})")
+            continue
+        record = clinical[image.key]
+        if from_dicom:
+            header = dicom_clinical_record(image.path)
+            if header is not None:
+                record = {**header, **(record or {})}
+            found = check_clinical_record(record, featurizer, fields=False)
+            if found:
+                problems[image.key] = found
+        instances = predictor(pixels, record)["instances"].to("cpu")
+        result = prediction_record(image.key, instances, class_names, pixels.shape[0], pixels.shape[1],
+                                   record, problems.get(image.key, ()), featurizer)
+        everything.append(result)
+        stem = stems[image.key]
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=2, default=str, allow_nan=False)
+        rgb = pixels[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else (pixels.repeat(3, 2) if pixels.shape[2] == 1 else pixels)
+        drawn = prediction_drawing(rgb, result, class_names, image.key, conf_threshold, max_drawn)
+        cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
+    return everything, skipped
