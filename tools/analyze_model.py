@@ -8,16 +8,10 @@ is the configured one.
 """
 import argparse
 
-import torch
-from fvcore.nn import parameter_count_table
-
 import cxr_det  # noqa: F401
 import cxr_det.modeling  # noqa: F401
 
-from detectron2.modeling import build_model
-from detectron2.utils.analysis import FlopCountAnalysis
-
-from cxr_det.engine import adapt_to_machine, get_cxr_cfg
+from cxr_det.engine.model_analysis import analysis_config, analysis_model, blank_inputs, flop_counts, parameter_table
 
 
 def main():
@@ -30,29 +24,17 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = adapt_to_machine(get_cxr_cfg(args.config_file, args.opts))
-    # Counting needs the architecture, not its weights: no ImageNet download (MODEL.WEIGHTS is
-    # never loaded here either).
-    cfg.CXR.MOBILENET.PRETRAINED = False
-    if cfg.CXR.CLINICAL.ENABLED and not cfg.CXR.CLINICAL.CATEGORICAL_SIZES:
-        cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [3] * len(cfg.CXR.CLINICAL.CATEGORICAL)
-    model = build_model(cfg).eval()
+    cfg = analysis_config(args.config_file, args.opts)
+    model = analysis_model(cfg)
     if "parameter" in args.tasks:
-        print(parameter_count_table(model, max_depth=args.max_depth))
+        print(parameter_table(model, args.max_depth))
     if "flop" in args.tasks:
         height = args.height or cfg.INPUT.MIN_SIZE_TEST
         width = args.width or height
-        channels = 1 if cfg.INPUT.FORMAT == "L" else 3
-        inputs = [{"image": torch.zeros(channels, height, width), "height": height, "width": width}]
-        if cfg.CXR.CLINICAL.ENABLED:
-            n, m = len(cfg.CXR.CLINICAL.NUMERIC), len(cfg.CXR.CLINICAL.CATEGORICAL)
-            inputs[0]["clinical"] = {"numeric": torch.zeros(n), "missing": torch.ones(n), "categorical": torch.zeros(m, dtype=torch.int64)}
-        flops = FlopCountAnalysis(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        print(f"\nGFLOPs for one {height}x{width} image (inference): {flops.total() / 1e9:.3f}")
-        by_module = {k.split("model.", 1)[-1]: v for k, v in flops.by_module().items()}
-        for name in ("backbone", "proposal_generator", "roi_heads", "head", "clinical_encoder", "spatial_fusion"):
-            if name in by_module:
-                print(f"  {name:<20} {by_module[name] / 1e9:.3f}")
+        counts = flop_counts(model, blank_inputs(cfg, height, width))
+        print(f"\nGFLOPs for one {height}x{width} image (inference): {counts.pop('total') / 1e9:.3f}")
+        for name, flops in counts.items():
+            print(f"  {name:<20} {flops / 1e9:.3f}")
 
 
 if __name__ == "__main__":
