@@ -7,12 +7,12 @@ from cxr_det.evaluation.matching import (
     ImageBoxes,
     average_precision,
     box_iobb,
-    box_iou,
     center_inside,
     match_detections,
     match_image,
     precision_recall,
 )
+from cxr_det.utils.boxes import box_iou
 
 
 def test_overlaps():

@@ -1,7 +1,8 @@
 """Matching of detections to ground truth, and the precision-recall curves built on it.
 
-One routine (:func:`match_detections`) serves every box-level protocol of
-:mod:`cxr_det.evaluation.protocols` (VinBigData VOC AP, MDF-Net IoBB AP/AR, FROC) and the
+One routine (:func:`match_detections`) serves every box-level protocol
+(:mod:`~cxr_det.evaluation.vinbigdata` VOC AP, :mod:`~cxr_det.evaluation.iobb` MDF-Net
+AP/AR, :mod:`~cxr_det.evaluation.froc`; overlaps from :mod:`cxr_det.utils.boxes`) and the
 bootstrap of :mod:`cxr_det.evaluation.bootstrap`; they differ in the overlap function, its
 threshold, the matching rule of the reference scorer (PASCAL VOC devkit, pycocotools,
 LUNA16) and how the curve is summarised. All boxes are ``XYXY_ABS`` with continuous areas
@@ -17,7 +18,6 @@ from cxr_det.utils.boxes import box_ioa, box_iou
 __all__ = [
     "ImageBoxes",
     "Matches",
-    "box_iou",
     "box_iobb",
     "center_inside",
     "OVERLAPS",
