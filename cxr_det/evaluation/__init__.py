@@ -7,7 +7,7 @@ Modules:
 - :mod:`.protocols`: the protocol registry (:data:`~.protocols.PROTOCOLS`) and the helpers
   the protocol modules share. One module per protocol, each citing its reference scorer:
   :mod:`.coco` (pycocotools ``COCOeval``), :mod:`.vinbigdata` (PASCAL VOC devkit / Kaggle
-  VinBigData metric), :mod:`.iobb` (MDF-Net IoBB, Hsieh et al. 2024), :mod:`.froc`
+  VinBigData metric), :mod:`.iobb` (MDF-Net IoBB, Hsieh et al., Scientific Reports 2023), :mod:`.froc`
   (LUNA16 / CAMELYON16 FROC as MONAI computes it), :mod:`.image_level` (image-level ROC AUC
   and AP as scikit-learn defines them).
 - :mod:`.matching`: matching of detections to ground truth and the precision-recall

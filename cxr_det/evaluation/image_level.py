@@ -5,8 +5,9 @@ class c (0 when there are none); the image is positive for c when it has a GT bo
 The "any" row asks whether the image is abnormal at all: score = highest box score of any
 class, positive = any GT box. ROC AUC is the Mann-Whitney statistic from ranks (ties
 averaged; Hanley & McNeil, Radiology 143, 1982) and AP the step-wise average precision,
-both as scikit-learn (1.x) ``roc_auc_score`` / ``average_precision_score`` define them
-(checked against scikit-learn in the tests), so scikit-learn is not needed.
+both as scikit-learn's ``roc_auc_score`` / ``average_precision_score`` define them
+(checked against scikit-learn 1.9 in ``tests/test_eval_references.py``), so scikit-learn is
+not needed at run time.
 """
 from collections import OrderedDict
 from typing import Sequence, Tuple

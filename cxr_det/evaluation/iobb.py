@@ -1,9 +1,10 @@
 """The MDF-Net protocol: AP and AR with IoBB (intersection over the predicted box's area).
 
 Reference: Hsieh et al., "MDF-Net for abnormality detection by fusing X-rays with clinical
-data", Scientific Reports 14, 2024 (REFLACX lesions): their modified pycocotools
-``COCOeval`` (``evaluateImg``, ``accumulate``, pycocotools 2.0) with IoBB in place of IoU,
-at one threshold, area "all", ``maxDets`` 10.
+data", Scientific Reports 13, 2023, doi:10.1038/s41598-023-41463-0 (REFLACX lesions): their
+modified pycocotools ``COCOeval`` (``evaluateImg``, ``accumulate``) with IoBB in place of
+IoU, at one threshold, area "all", ``maxDets`` 10 (checked against pycocotools' COCOeval
+with the overlap swapped, in ``tests/test_eval_references.py``).
 """
 from collections import OrderedDict
 from typing import Optional, Sequence

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # name -> table entry, in the table's order.
 OPTIONS: Dict[str, dict] = {option["name"]: option for option in CXR_EVAL_OPTIONS}
 _TYPES = {"float": float, "int": int, "str": str, "bool": bool}
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def config_key(name: str) -> str:
@@ -48,6 +49,10 @@ def _check_value(option: dict, value):
     the option and its config key."""
     name, kind = option["name"], _TYPES[option["type"]]
     where = f"{name} ({config_key(name)})"
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in _BOOL_WORDS:
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        value = _BOOL_WORDS[value.lower()]
     try:
         value = kind(value)
     except (TypeError, ValueError):

@@ -3,9 +3,9 @@
 Reference: the metric of the Kaggle competition "VinBigData Chest X-ray Abnormalities
 Detection" (2021): "PASCAL VOC 2010 mAP at IoU > 0.4", the PASCAL VOC development kit's
 matching and AP (``VOCevaldet.m``, ``VOCap.m``; Everingham et al., IJCV 2010) with the
-competition's "No finding" class, as the ``map-boxes`` package (0.1.x) implements it.
-Tied scores are in input order (images as given, then each image's boxes), as those
-scorers sort.
+competition's "No finding" class, as the ``map-boxes`` package implements it (checked
+against map-boxes 1.0.6 in ``tests/test_eval_references.py``). Tied scores are in input
+order (images as given, then each image's boxes), as those scorers sort.
 """
 from collections import OrderedDict
 from typing import List, Sequence
