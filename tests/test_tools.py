@@ -173,3 +173,19 @@ def test_benchmark_scores_the_look_alike_pair_as_one_class(tmp_path):
     assert bench.merged_ap50(tmp_path, bench.LOOK_ALIKE) == pytest.approx(100.0)
     (tmp_path / "coco_instances_results.json").write_text(json.dumps(swapped[:1]))
     assert bench.merged_ap50(tmp_path, bench.LOOK_ALIKE) == pytest.approx(50.0, abs=1.0)
+
+
+def test_serve_benchmark_measures_percentiles_and_proc_memory(monkeypatch):
+    """tools/benchmark_serve.py's pieces in benchmarks/: percentiles and /proc readings."""
+    import os
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.serve_load import pct, summary
+    from benchmarks.serve_processes import tree_cpu, tree_rss
+
+    assert pct([], 50) is None
+    assert pct([4, 1, 3, 2], 50) == 2.5 and pct([1, 2, 3, 4], 100) == 4 and pct([1, 2, 3, 4], 0) == 1
+    s = summary([0.001, 0.003])
+    assert (s["n"], s["p50_ms"], s["max_ms"]) == (2, 2.0, 3.0)
+    assert summary([])["p50_ms"] is None
+    assert tree_rss(os.getpid()) > 10 * 2**20 and tree_cpu(os.getpid()) > 0
