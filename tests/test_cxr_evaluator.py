@@ -265,7 +265,8 @@ def _coco_fixture(seed=0, size=128):
     return records, predictions
 
 
-def _pycocotools_reference(coco_gt, results, iou_type):
+def pycocotools_eval(coco_gt, results, iou_type):
+    """pycocotools' COCOeval run on copies of the inputs (evaluated, accumulated, summarized)."""
     results = copy.deepcopy(results)
     if iou_type == "segm":
         for r in results:
@@ -278,6 +279,11 @@ def _pycocotools_reference(coco_gt, results, iou_type):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def _pycocotools_reference(coco_gt, results, iou_type):
+    ev = pycocotools_eval(coco_gt, results, iou_type)
     names = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
     ref = dict(zip(names, [s * 100 if s >= 0 else math.nan for s in ev.stats[:6]]))
     for k, name in enumerate(CLASSES):

@@ -2,24 +2,19 @@
 protocols from one registry, and the COCO metrics from our own reading of COCOeval (issue 11,
 item 8)."""
 import argparse
-import contextlib
-import copy
-import io
 import logging
 
 import pytest
 
 import cxr_det  # noqa: F401
 from detectron2.config import get_cfg
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from cxr_det.config import CXR_EVAL_OPTIONS, CXR_EVAL_PROTOCOLS, add_cxr_eval_config
 from cxr_det.evaluation import PROTOCOLS, EvalOptions, Protocol, register_protocol
 from cxr_det.evaluation.coco import derive_coco_metrics, predictions_to_coco_results, records_to_coco
 from cxr_det.evaluation.options import add_option_flags, flag_name, options_from_args
 from helpers import load_tool
-from test_cxr_evaluator import CLASSES, _coco_fixture
+from test_cxr_evaluator import CLASSES, _coco_fixture, pycocotools_eval
 
 
 def _parser():
@@ -88,18 +83,7 @@ def test_coco_metrics_equal_detectron2s_derivation():
     coco_gt = records_to_coco(records, CLASSES)
     results = predictions_to_coco_results(predictions)
     for task in ("bbox", "segm"):
-        task_results = copy.deepcopy(results)
-        if task == "segm":
-            for r in task_results:
-                r.pop("bbox")
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO()
-            gt.dataset = copy.deepcopy(coco_gt)
-            gt.createIndex()
-            ev = COCOeval(gt, gt.loadRes(task_results), task)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
+        ev = pycocotools_eval(coco_gt, results, task)
         ours = derive_coco_metrics(ev, CLASSES)
         theirs = reference._derive_coco_results(ev, task, class_names=CLASSES)
         assert list(ours)[: len(theirs)] == list(theirs)
