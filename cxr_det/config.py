@@ -17,7 +17,9 @@ the evaluator's options, which sit with detectron2's own test options under
 ====================================  =========================================================
 
 :func:`add_cxr_config` calls them all. A new key goes into the function of its group, with a
-comment saying what it does, its unit and range. This module imports detectron2's config and
+comment saying what it does, its unit and range; an evaluation option goes into the table
+:data:`CXR_EVAL_OPTIONS` instead (it becomes the ``TEST.CXR_EVAL`` key, the field of
+``cxr_det.evaluation.EvalOptions`` and the ``tools/evaluate.py`` flag). This module imports detectron2's config and
 :mod:`cxr_det.formats` (constants only) and nothing else, so reading or writing a config never
 loads the data, model or evaluation code. Adapting a config to the machine it runs on (CPU,
 no pretrained weights) is not done here: see :func:`cxr_det.engine.defaults.adapt_to_machine`.

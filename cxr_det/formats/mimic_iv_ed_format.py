@@ -85,7 +85,7 @@ PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor
 # anchor_age of every patient over 89 in anchor_year.
 ANCHOR_AGE_CAP = 91
 
-# MDF-Net's clinical features (Hsieh et al., "MDF-Net", Scientific Reports 2024): age and the
+# MDF-Net's clinical features (Hsieh et al., "MDF-Net", Scientific Reports 13:15873, 2023): age and the
 # triage measurements (numeric), and gender (categorical). The defaults of cfg.CXR.CLINICAL.
 MDF_NET_CLINICAL_NUMERIC = ("age",) + TRIAGE_FIELDS
 MDF_NET_CLINICAL_CATEGORICAL = ("gender",)

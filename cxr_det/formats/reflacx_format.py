@@ -199,7 +199,7 @@ REFLACX_LESION_LABELS = tuple(label for label in REFLACX_LABELS if label not in 
 # Reader modes (cxr_det.formats.READER_MODES) REFLACX implements; the first is the default.
 REFLACX_READER_MODES = ("all_readers", "per_reading", "mean_ellipse")
 
-# The 5 classes of MDF-Net (Hsieh et al., "MDF-Net", Scientific Reports 2024; REFLACX + MIMIC-IV-ED).
+# The 5 classes of MDF-Net (Hsieh et al., "MDF-Net", Scientific Reports 13:15873, 2023; REFLACX + MIMIC-IV-ED).
 MDF_NET_CLASSES = (
     "Enlarged cardiac silhouette",
     "Atelectasis",

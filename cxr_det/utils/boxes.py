@@ -11,7 +11,7 @@ The overlap measures:
 * IoU, intersection over union (PASCAL VOC, Everingham et al., IJCV 2010);
 * IoA, intersection over the area of the *first* box. With predictions first this is
   MDF-Net's "intersection over the predicted bounding box" (IoBB; Hsieh et al., "MDF-Net",
-  Scientific Reports 2024), the same quantity as detectron2's ``pairwise_ioa`` with the
+  Scientific Reports 13:15873, 2023), the same quantity as detectron2's ``pairwise_ioa`` with the
   arguments swapped.
 """
 import numpy as np
