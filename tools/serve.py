@@ -16,8 +16,6 @@ the key out of the process list) makes ``/api/model`` and ``/api/predict`` requi
 header ``X-API-Key``.
 """
 import argparse
-import json
-import logging
 import os
 import sys
 
@@ -28,10 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from cxr_det.engine import RunConfigError, inference_config
 
-logger = logging.getLogger("cxr_det.serve")
-
 API_KEY_ENV = "CXR_SERVE_API_KEY"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def parse_args(argv=None):
@@ -62,9 +57,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    import uvicorn
-
-    from cxr_det.serve.app import SETTINGS_ENV, create_app
+    # Imported here so that argument errors answer without loading the web stack.
+    from cxr_det.serve.launch import ServiceStartError, run_service
 
     args = parse_args(argv)
     setup_logger(name="cxr_det", abbrev_name="cxr")
@@ -72,23 +66,12 @@ def main(argv=None):
         cfg = inference_config(args.run, args.config_file, args.opts)  # checked here, before any worker starts
     except RunConfigError as e:
         sys.exit(f"serve.py: {e}")
-    if args.host not in LOOPBACK:
-        logger.warning(f"--host {args.host}: the service is reachable from other machines; patient images will "
-                       "travel over plain HTTP" + ("" if args.api_key else " and anyone can use it (no --api-key)"))
-    options = dict(host=args.host, port=args.port, log_level=args.log_level)
-    if args.workers == 1:
-        try:
-            app = create_app(cfg, max_upload_mb=args.max_upload_mb, api_key=args.api_key)
-        except (ValueError, RuntimeError, FileNotFoundError) as e:  # CheckpointMismatchError is a RuntimeError
-            sys.exit(f"serve.py: {e}")
-        uvicorn.run(app, **options)
-        return
-    # Each worker process builds its own app (and model) from these settings.
-    os.environ[SETTINGS_ENV] = json.dumps({
-        "run": args.run, "config_file": args.config_file, "opts": list(args.opts),
-        "max_upload_mb": args.max_upload_mb, "api_key": args.api_key,
-    })
-    uvicorn.run("cxr_det.serve.app:app_from_env", factory=True, workers=args.workers, **options)
+    try:
+        run_service(cfg, run=args.run, config_file=args.config_file, opts=args.opts, host=args.host, port=args.port,
+                    workers=args.workers, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
+                    log_level=args.log_level)
+    except ServiceStartError as e:
+        sys.exit(f"serve.py: {e}")
 
 
 if __name__ == "__main__":

@@ -87,9 +87,11 @@ class BestMetricCheckpointer(hooks.BestCheckpointer):
             json.dump(record, f, indent=2)
 
     def state_dict(self):
+        """The best value and its iteration (checkpointed with the trainer's state)."""
         return {} if self.best_metric is None else {"best_metric": self.best_metric, "best_iter": self.best_iter}
 
     def load_state_dict(self, state):
+        """Resume comparing with a saved best value."""
         self.best_metric, self.best_iter = state["best_metric"], state["best_iter"]
 
 
@@ -107,6 +109,7 @@ class _MetricWatcher(HookBase):
         self._min_delta = min_delta
 
     def after_step(self):
+        """After each periodic evaluation except the last iteration's: act on the metric."""
         next_iter = self.trainer.iter + 1
         if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
             value = self._latest_value()
@@ -179,14 +182,17 @@ class EarlyStopping(_MetricWatcher):
         self._stop = EarlyStop(message, it)
 
     def before_step(self):
+        """Raise the pending :class:`EarlyStop` before the first iteration past the stop."""
         if self._stop is not None and self.trainer.iter > self._stop.iteration:
             self.trainer.max_iter = self.trainer.iter
             raise self._stop
 
     def state_dict(self):
+        """The patience counters (checkpointed with the trainer's state)."""
         return {"best": self.best, "best_iter": self.best_iter, "num_bad": self.num_bad}
 
     def load_state_dict(self, state):
+        """Resume the patience counters."""
         self.best, self.best_iter, self.num_bad = state["best"], state["best_iter"], state["num_bad"]
 
 
@@ -215,6 +221,7 @@ class PlateauLRScheduler(_MetricWatcher):
         self._pending_state = None
 
     def before_train(self):
+        """Build torch's ReduceLROnPlateau on the trainer's optimizer (and a resumed state)."""
         optimizer = self._optimizer or self.trainer.optimizer
         if self._scheduler is None:
             self._scheduler = getattr(self.trainer, "scheduler", None)
@@ -247,9 +254,12 @@ class PlateauLRScheduler(_MetricWatcher):
         )
 
     def state_dict(self):
+        """torch's ReduceLROnPlateau state (the counters; the reduced learning rates travel
+        with the LRScheduler hook's state)."""
         return self._plateau.state_dict() if self._plateau is not None else (self._pending_state or {})
 
     def load_state_dict(self, state):
+        """Resume the plateau counters (kept until ``before_train`` builds the scheduler)."""
         if self._plateau is None:
             self._pending_state = state
         else:
