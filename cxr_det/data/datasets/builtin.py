@@ -28,6 +28,7 @@ from cxr_det.formats import READER_MODES, SPLITS, resolve_reader_mode
 __all__ = [
     "DATASETS",
     "DATASET_FOLDERS",
+    "REGISTRAR_KEYS",
     "DatasetRegistrationError",
     "cxr_dataset_names",
     "dataset_options",
@@ -44,6 +45,20 @@ DATASET_FOLDERS = {
     "vindr": ("vindr-cxr",),
 }
 _REGISTER = {"reflacx": register_reflacx, "vindr": register_vindr}
+# The registrar's keyword arguments and the keys of cfg.CXR.<DATASET> they come from.
+REGISTRAR_KEYS = {
+    "reflacx": dict(
+        classes="CLASSES",
+        readers="READERS",
+        fuse_iou="FUSE_IOU",
+        min_certainty="MIN_CERTAINTY",
+        drop_discarded_eye_tracking="DROP_DISCARDED_EYE_TRACKING",
+        image_source="IMAGE_SOURCE",
+    ),
+    "vindr": dict(
+        classes="CLASSES", readers="READERS", fuse_iou="FUSE_IOU", image_cache="IMAGE_CACHE", val_fraction="VAL_FRACTION"
+    ),
+}
 
 
 class DatasetRegistrationError(ValueError):
@@ -65,27 +80,11 @@ def dataset_options(cfg, dataset):
     Raises:
         ValueError: ``dataset`` is not one of :data:`DATASETS`.
     """
-    if dataset == "reflacx":
-        c = cfg.CXR.REFLACX
-        registrar = dict(
-            classes=list(c.CLASSES),
-            readers=c.READERS,
-            fuse_iou=c.FUSE_IOU,
-            min_certainty=c.MIN_CERTAINTY,
-            drop_discarded_eye_tracking=c.DROP_DISCARDED_EYE_TRACKING,
-            image_source=c.IMAGE_SOURCE,
-        )
-    elif dataset == "vindr":
-        c = cfg.CXR.VINDR
-        registrar = dict(
-            classes=list(c.CLASSES),
-            readers=c.READERS,
-            fuse_iou=c.FUSE_IOU,
-            image_cache=c.IMAGE_CACHE,
-            val_fraction=c.VAL_FRACTION,
-        )
-    else:
+    if dataset not in REGISTRAR_KEYS:
         raise ValueError(f"unknown dataset {dataset!r}; cxr_det registers {list(DATASETS)}")
+    node = cfg.CXR[dataset.upper()]
+    registrar = {arg: node[key] for arg, key in REGISTRAR_KEYS[dataset].items()}
+    registrar["classes"] = list(registrar["classes"])
     # an earlier name of a reader mode means the same content: warned about and replaced here
     # (the registrar checks that the dataset implements the mode)
     registrar["readers"] = resolve_reader_mode(registrar["readers"], dataset, READER_MODES, reader_ids_allowed=True)
