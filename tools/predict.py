@@ -20,7 +20,6 @@ categories are reported per file; ``--strict`` makes them errors. Models trained
 Unreadable image files are skipped, counted and listed.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from detectron2.utils.logger import setup_logger
 
 from cxr_det.engine import RunConfigError, inference_config
 from cxr_det.engine.inference import describe_inputs, find_inputs, load_clinical_inputs, match_clinical
-from cxr_det.engine.predict_files import check_clinical_inputs, predict_files
+from cxr_det.engine.predict_files import check_clinical_inputs, predict_files, report_lines, write_outputs
 from cxr_det.engine.predictor import CXRPredictor
 from cxr_det.engine.run_config import class_names_of
 
@@ -105,27 +104,8 @@ def main(argv=None):
                                         conf_threshold=args.conf_threshold, max_drawn=args.max_drawn,
                                         from_dicom=from_dicom)
 
-    with open(os.path.join(args.output, "predictions.json"), "w") as f:
-        json.dump(everything, f, indent=2, default=str, allow_nan=False)
-    summary = {"images": len(images), "predicted": len(everything), "skipped": skipped,
-               "clinical_file_problems": file_problems, "clinical_problems": problems,
-               "clinical_unmatched": unmatched}
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"{len(everything)} of {len(images)} image(s) predicted: JSON + annotated PNG in {args.output}")
-    empty = sum(not r["instances"] for r in everything)
-    if empty:
-        print(f"{empty} image(s) have no finding scoring >= {args.conf_threshold} (--conf-threshold sets the cut)")
-    if skipped:
-        print(f"{len(skipped)} file(s) skipped (unreadable):")
-        for key, why in skipped.items():
-            print(f"  {key}: {why}")
-    for problem in file_problems:
-        print(f"--clinical {args.clinical}: {problem}")
-    if problems:
-        print(f"clinical input problems in {len(problems)} image(s) (see summary.json; --strict makes them errors):")
-        for key, found in list(problems.items())[:10]:
-            print(f"  {key}: {'; '.join(found)}")
+    summary = write_outputs(args.output, images, everything, skipped, check, unmatched)
+    print("\n".join(report_lines(summary, everything, args.output, args.conf_threshold, args.clinical)))
 
 
 if __name__ == "__main__":

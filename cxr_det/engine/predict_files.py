@@ -9,6 +9,7 @@ from :func:`cxr_det.evaluation.image_level.image_scores`) and
 """
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -26,7 +27,7 @@ from cxr_det.engine.inference import (
 )
 from cxr_det.utils.drawing_files import prediction_drawing
 
-__all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files"]
+__all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files", "write_outputs", "report_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +131,44 @@ def predict_files(predictor, cfg, images: Sequence[InputImage], clinical: Dict[s
         drawn = prediction_drawing(rgb, result, class_names, image.key, conf_threshold, max_drawn)
         cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
     return everything, skipped
+
+
+def write_outputs(output_dir: str, images: Sequence[InputImage], records: Sequence[dict], skipped: Dict[str, str],
+                  check: ClinicalCheck, unmatched: Sequence[str]) -> dict:
+    """Write ``predictions.json`` (every image's record) and ``summary.json`` into ``output_dir``.
+
+    Returns:
+        the summary: ``{"images", "predicted", "skipped" {key: why}, "clinical_file_problems",
+        "clinical_problems" {key: [messages]}, "clinical_unmatched" [table keys]}``.
+
+    Raises:
+        ValueError: a record holds NaN or infinity (JSON without them is written).
+    """
+    with open(os.path.join(output_dir, "predictions.json"), "w") as f:
+        json.dump(list(records), f, indent=2, default=str, allow_nan=False)
+    summary = {"images": len(images), "predicted": len(records), "skipped": skipped,
+               "clinical_file_problems": check.file_problems, "clinical_problems": check.problems,
+               "clinical_unmatched": list(unmatched)}
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def report_lines(summary: dict, records: Sequence[dict], output_dir: str, conf_threshold: float,
+                 clinical_file: str = "") -> List[str]:
+    """What ``tools/predict.py`` prints at the end: counts, images without a finding at
+    ``conf_threshold``, skipped files, clinical problems of the file and of the first 10 images."""
+    lines = [f"{summary['predicted']} of {summary['images']} image(s) predicted: JSON + annotated PNG in {output_dir}"]
+    empty = sum(not r["instances"] for r in records)
+    if empty:
+        lines.append(f"{empty} image(s) have no finding scoring >= {conf_threshold} (--conf-threshold sets the cut)")
+    skipped = summary["skipped"]
+    if skipped:
+        lines.append(f"{len(skipped)} file(s) skipped (unreadable):")
+        lines += [f"  {key}: {why}" for key, why in skipped.items()]
+    lines += [f"--clinical {clinical_file}: {problem}" for problem in summary["clinical_file_problems"]]
+    problems = summary["clinical_problems"]
+    if problems:
+        lines.append(f"clinical input problems in {len(problems)} image(s) (see summary.json; --strict makes them errors):")
+        lines += [f"  {key}: {'; '.join(found)}" for key, found in list(problems.items())[:10]]
+    return lines

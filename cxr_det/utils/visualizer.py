@@ -18,7 +18,7 @@ import numpy as np
 
 from detectron2.structures import BoxMode
 
-from cxr_det.data.datasets.vindr import CONSENSUS_READER
+from cxr_det.formats.vindr_format import VINDR_CONSENSUS_READER as CONSENSUS_READER
 from cxr_det.data.image_io import read_image
 from cxr_det.utils.boxes import box_iou
 from cxr_det.utils.drawing import (
