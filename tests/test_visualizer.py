@@ -196,3 +196,18 @@ def test_training_curve_legends_are_outside_the_axes(tmp_path):
             assert box.x1 <= width + 0.5, f"{kind}: legend cut off at the figure's right edge"
     labels = [t.get_text() for t in figures["losses"].axes[0].get_legend().get_texts()]
     assert labels == ["total_loss", "loss_box_reg", "loss_cls", "loss_rpn_cls", "loss_rpn_loc", "training", "validation"]
+
+
+def test_drawing_files_names_and_results_grouping():
+    """PNG names for integer (REFLACX) and text (VinDr) image ids; results of unknown images refused."""
+    from cxr_det.utils.drawing_files import drawing_file_name, results_by_image
+
+    assert drawing_file_name({"file_name": "/d/abc.jpg", "image_id": 7}) == "00007_abc.png"
+    assert drawing_file_name({"file_name": "/d/9a8b.png", "image_id": "9a8b"}) == "9a8b.png"
+    assert drawing_file_name({"file_name": "/d/x.dicom", "image_id": "y"}) == "y_x.png"
+    records = [{"image_id": 1}, {"image_id": 2}]
+    results = [{"image_id": 1, "score": 0.9}, {"image_id": 1, "score": 0.1}, {"image_id": 2, "score": 0.5}]
+    grouped = results_by_image(results, records, 0.3)
+    assert [r["score"] for r in grouped[1]] == [0.9] and [r["score"] for r in grouped[2]] == [0.5]
+    with pytest.raises(ValueError, match=r"res\.json: 1 image_id\(s\) not in dataset reflacx_val \(e\.g\. \[3\]\)"):
+        results_by_image(results + [{"image_id": 3, "score": 0.0}], records, 0.3, "res.json", "reflacx_val")
