@@ -368,7 +368,7 @@ def test_register_reflacx(root):
         assert [r["reading_ids"] for r in records] == [[R3]]
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == list(REFLACX_LESION_LABELS)
-        assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split) == ("coco", "reflacx", "per_reading", "val")
+        assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split) == ("cxr_detection", "reflacx", "per_reading", "val")
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

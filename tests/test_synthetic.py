@@ -13,15 +13,13 @@ import pydicom
 import pytest
 
 import cxr_det  # noqa: F401  (compatibility fixes first)
-from cxr_det.data.datasets.labels import (
+from cxr_det.formats.reflacx_format import (
     REFLACX_LABELS,
     REFLACX_LESION_LABELS,
     REFLACX_PHASE1_LABELS,
     REFLACX_PHASE1_TO_LABEL,
-    VINDR_GLOBAL_LABELS,
-    VINDR_KAGGLE_CLASSES,
-    VINDR_LOCAL_LABELS,
 )
+from cxr_det.formats.vindr_format import VINDR_GLOBAL_LABELS, VINDR_KAGGLE_CLASSES, VINDR_LOCAL_LABELS
 from cxr_det.synthetic import make_reflacx, make_vindr, render, render_background
 from cxr_det.synthetic.dicom_writer import encode_display, write_dicom
 from helpers import load_tool

@@ -270,7 +270,7 @@ def test_register_vindr(physionet):
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == list(VINDR_5_CLASSES)
         assert (meta.evaluator_type, meta.dataset, meta.readers, meta.split, meta.layout) == (
-            "coco", "vindr", "weighted_boxes_fusion", "all", "physionet")
+            "cxr_detection", "vindr", "weighted_boxes_fusion", "all", "physionet")
         records = DatasetCatalog.get(name)
         assert len(records) == 5 and boxes(by_id(records)[A])[0][2] == ["R1", "R2"]
     finally:

@@ -19,7 +19,7 @@ import cxr_det  # noqa: F401
 
 from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.builtin import dataset_options
-from cxr_det.utils.coco_export import LOADERS, export_coco, export_summary
+from cxr_det.data.coco_export import LOADERS, export_coco, export_summary
 
 
 def main():

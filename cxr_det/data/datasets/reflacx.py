@@ -348,7 +348,7 @@ def register_reflacx(name, root, split, **options):
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
         thing_classes=list(class_names),
-        evaluator_type="coco",
+        evaluator_type="cxr_detection",
         dataset="reflacx",
         readers=mode,
         split=split,

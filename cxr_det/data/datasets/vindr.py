@@ -337,7 +337,7 @@ def _load_registered(name, root, split, options):
 def register_vindr(name, root=None, split="train", **options):
     """Register ``load_vindr(root, split, **options)`` as ``name`` in detectron2's catalogs.
 
-    Metadata: ``thing_classes``, ``evaluator_type="coco"``, ``dataset="vindr"``, ``readers``
+    Metadata: ``thing_classes``, ``evaluator_type="cxr_detection"``, ``dataset="vindr"``, ``readers``
     (the reader mode by its current name, e.g. ``"weighted_boxes_fusion"`` for ``"fused"``),
     ``split`` and ``layout`` (detected now when the files exist, else at the first load).
     Options (those of :func:`load_vindr`) are validated now, so a typo fails at registration
@@ -354,7 +354,7 @@ def register_vindr(name, root=None, split="train", **options):
     DatasetCatalog.register(name, lambda: _load_registered(name, root, split, options))
     meta = {
         "thing_classes": list(classes),
-        "evaluator_type": "coco",
+        "evaluator_type": "cxr_detection",
         "dataset": "vindr",
         "readers": readers,
         "split": split,

@@ -18,9 +18,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from cxr_det.data.datasets.common import SkipLog, resolve_classes
-from cxr_det.data.datasets.labels import REFLACX_CERTAINTY_NAMES, REFLACX_LESION_LABELS, VINDR_LOCAL_LABELS
 from cxr_det.data.datasets.reflacx import certainty_counts, certainty_rule, load_reflacx
 from cxr_det.data.datasets.vindr import load_vindr
+from cxr_det.formats.reflacx_format import REFLACX_CERTAINTY_NAMES, REFLACX_LESION_LABELS
+from cxr_det.formats.vindr_format import VINDR_LOCAL_LABELS
 
 __all__ = [
     "LOADERS",
