@@ -24,10 +24,10 @@ $(VENV)/.setup-done: setup.py Makefile tools/install_detectron2.py
 	  import cxr_det; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
-# tests/test_serve_browser.py drives Debian's Chromium through Playwright (no browser download).
+# tests/serve/test_serve_browser.py drives Debian's Chromium through Playwright (no browser download).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium for tests/test_serve_browser.py"; \
+	  echo "installing Debian chromium for tests/serve/test_serve_browser.py"; \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 

@@ -43,6 +43,6 @@ setup(
     # map-boxes, scikit-learn, monai: the reference scorers the evaluation tests compare against.
     extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "scikit-learn", "monai", "httpx",
                              # drives the system's Chromium (Debian chromium, installed by .ci/run)
-                             # in tests/test_serve_browser.py; no browser download
+                             # in tests/serve/test_serve_browser.py; no browser download
                              "playwright"]},
 )

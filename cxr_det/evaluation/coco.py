@@ -5,7 +5,7 @@ Reference: the COCO detection evaluation (Lin et al., "Microsoft COCO: Common Ob
 Context", ECCV 2014; cocodataset.org/#detection-eval) as pycocotools' ``COCOeval``
 computes it: 10 IoU thresholds 0.5:0.95, 101 recall points, maxDets 1/10/100, area
 ranges small/medium/large. The run is pycocotools' own or faster-coco-eval's C++ one (the
-same numbers, several times faster; both checked in ``tests/test_cxr_evaluator.py``, with
+same numbers, several times faster; both checked in ``tests/evaluation/test_cxr_evaluator.py``, with
 pycocotools 2.0.11 and faster-coco-eval 1.8). Image ids of any type (VinDr's md5
 strings, which faster-coco-eval cannot take) are mapped to integers in their sorted order
 first, so both backends see the same images in the same order.

@@ -3,7 +3,7 @@
 References: the LUNA16 challenge (Setio et al., Medical Image Analysis 42, 2017) and
 CAMELYON16 (Bejnordi et al., JAMA 318, 2017) FROC and competition performance metric at
 1/8 ... 8 FPs per image, as MONAI's ``monai.metrics.froc`` (``compute_fp_tp_probs``,
-``compute_froc_curve_data``; checked against MONAI 1.6 in ``tests/test_eval_references.py``)
+``compute_froc_curve_data``; checked against MONAI 1.6 in ``tests/evaluation/test_eval_references.py``)
 computes them; the hit rule is LUNA16's ("luna16") or one-to-one matching (default).
 """
 from collections import OrderedDict

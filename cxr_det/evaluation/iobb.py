@@ -4,7 +4,7 @@ Reference: Hsieh et al., "MDF-Net for abnormality detection by fusing X-rays wit
 data", Scientific Reports 13, 2023, doi:10.1038/s41598-023-41463-0 (REFLACX lesions): their
 modified pycocotools ``COCOeval`` (``evaluateImg``, ``accumulate``) with IoBB in place of
 IoU, at one threshold, area "all", ``maxDets`` 10 (checked against pycocotools' COCOeval
-with the overlap swapped, in ``tests/test_eval_references.py``).
+with the overlap swapped, in ``tests/evaluation/test_eval_references.py``).
 """
 from collections import OrderedDict
 from typing import Optional, Sequence

@@ -4,7 +4,7 @@ Reference: the metric of the Kaggle competition "VinBigData Chest X-ray Abnormal
 Detection" (2021): "PASCAL VOC 2010 mAP at IoU > 0.4", the PASCAL VOC development kit's
 matching and AP (``VOCevaldet.m``, ``VOCap.m``; Everingham et al., IJCV 2010) with the
 competition's "No finding" class, as the ``map-boxes`` package implements it (checked
-against map-boxes 1.0.6 in ``tests/test_eval_references.py``). Tied scores are in input
+against map-boxes 1.0.6 in ``tests/evaluation/test_eval_references.py``). Tied scores are in input
 order (images as given, then each image's boxes), as those scorers sort.
 """
 from collections import OrderedDict

@@ -31,7 +31,7 @@ pixels of the full-resolution image; each ellipse is axis-aligned and inscribed 
 
 Constants only (standard-library imports): the config module, the reader
 (:mod:`cxr_det.data.datasets.reflacx`), the clinical join and the synthetic writer import it.
-The hand-written fixtures of ``tests/test_reflacx.py`` spell this layout out independently.
+The hand-written fixtures of ``tests/data/datasets/test_reflacx.py`` spell this layout out independently.
 """
 
 __all__ = [

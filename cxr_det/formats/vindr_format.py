@@ -29,7 +29,7 @@ Layouts under ``<dataset root>/vindr-cxr/`` (docs/CONTRACT.md)::
 Each table may also be gzipped (``.csv.gz``). "No finding" rows have empty box cells; a
 test row's ``rad_id`` may be blank or the column absent (the consensus, recorded as
 :data:`VINDR_CONSENSUS_READER`); a PhysioNet table may or may not carry ``class_id``.
-The hand-written fixtures of ``tests/test_vindr.py`` spell this layout out independently
+The hand-written fixtures of ``tests/data/datasets/test_vindr.py`` spell this layout out independently
 of this module: they are the check against the real files.
 
 Constants only (standard-library imports): the config module, the reader

@@ -13,6 +13,10 @@ jittered, a lesion sometimes missed or given a second label, phase-1 label names
 phase 1). Consolidation and pulmonary edema are painted identically; which one an
 image has is told only by the patient's clinical state at the time of the study
 (febrile/infective versus cardiac), which the triage vitals and age carry.
+
+One file, a little over 400 lines: the per-image state, the readings drawn from it and the
+per-reading files share one random stream in a fixed order (the generator's output is
+byte-stable across versions), so splitting them would only pass that stream around.
 """
 import logging
 from collections import Counter

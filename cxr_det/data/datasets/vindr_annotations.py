@@ -229,7 +229,7 @@ def weighted_boxes_fusion(candidates, iou_thr):
     cluster's boxes (WBF's score-weighted mean with equal scores), updated after each join;
     its ``readers`` are exactly the radiologists of the cluster's boxes, naturally sorted.
     Where no cluster would receive two boxes of one radiologist this gives the package's
-    boxes (up to its float32 arithmetic); ``tests/test_vindr.py`` checks that. The output is
+    boxes (up to its float32 arithmetic); ``tests/data/datasets/test_vindr.py`` checks that. The output is
     sorted by category, then box.
     """
     by_class = defaultdict(list)

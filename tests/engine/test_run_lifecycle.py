@@ -24,7 +24,7 @@ from cxr_det.engine import (
 from cxr_det.engine.run_folder import truncate_metrics
 from helpers import SMALL_TRAIN_OPTS, load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
 SMALL = SMALL_TRAIN_OPTS

@@ -19,7 +19,7 @@ import cxr_det  # noqa: F401
 from cxr_det.synthetic.dicom_writer import write_dicom
 from helpers import DEMO_CONFIG, load_tool, loopback_urlopen, train_tiny_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Every box the barely trained models produce is returned, so that outputs can be compared.
 ALL_BOXES = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
 

@@ -20,7 +20,7 @@ from cxr_det.data import (
     unregister_cxr_datasets,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cfg(root, *opts):

@@ -30,7 +30,7 @@ from cxr_det.evaluation.vinbigdata import vinbigdata_metrics
 from test_eval_references import vindr_like
 from helpers import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["A", "B", "C"]
 
 

@@ -4,7 +4,7 @@ with a tiny trained demo model.
 
 Also the command that makes the README's screenshot:
 
-    python tests/test_serve_browser.py --screenshot docs/serve_screenshot.png [--run output/demo_clinical]
+    python tests/serve/test_serve_browser.py --screenshot docs/serve_screenshot.png [--run output/demo_clinical]
 
 (``--run`` defaults to ``output/demo_clinical`` when ``make demo`` has trained it, else a
 tiny model is trained in a temporary folder.)
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import loopback_urlopen  # noqa: E402  (tests/ on the path when run as a script)
 
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
@@ -125,7 +125,7 @@ def browser_page():
 
 
 def train_tiny_model(data: Path, out: Path) -> Path:
-    """The demo clinical model, 3 iterations on tiny images (as tests/test_predict.py)."""
+    """The demo clinical model, 3 iterations on tiny images (as tests/engine/test_predict.py)."""
     from helpers import SMALL_TRAIN_OPTS, load_tool
 
     from cxr_det.engine import argument_parser

@@ -12,7 +12,7 @@ import torch
 import cxr_det  # noqa: F401
 from helpers import DEMO_CONFIG, load_tool, train_tiny_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

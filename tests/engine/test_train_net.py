@@ -9,7 +9,7 @@ import cxr_det  # noqa: F401
 from cxr_det.synthetic import make_reflacx
 from helpers import SMALL_TRAIN_OPTS, load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 CLINICAL_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml"
 

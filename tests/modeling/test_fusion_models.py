@@ -16,7 +16,7 @@ from cxr_det import add_cxr_config
 from cxr_det.config import add_fusion_config
 from cxr_det.modeling import ClinicalEncoder, ClinicalSpatialFusion, ClinicalStandardROIHeads
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 HEIGHT, WIDTH = 64, 80
 # name -> (SPATIAL, SPATIAL_DECODER, FUSE_DEPTH)
 SPATIAL = {

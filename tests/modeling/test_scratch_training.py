@@ -21,7 +21,7 @@ from cxr_det.engine import Trainer, argument_parser, setup
 from cxr_det.modeling.scratch import RESNET_BACKBONES, adapt_for_scratch, scratch_changes
 from helpers import model_cfg
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 R50_CONFIGS = [p for p in CONFIGS if "R_50" in p.name]

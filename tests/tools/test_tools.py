@@ -14,7 +14,7 @@ from cxr_det.data import unregister_cxr_datasets
 from cxr_det.synthetic import make_reflacx
 from helpers import load_tool, model_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic.yaml"
 
 

@@ -29,7 +29,7 @@ try:  # pydicom >= 3
 except ImportError:  # pragma: no cover
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 META_HEAD = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y"]
 N_REFLACX, N_VINDR, SIZE = 60, 30, 256
 

@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
 from helpers import load_tool, model_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MOBILENET_CONFIG = ROOT / "configs/REFLACX/faster_rcnn_MNv3_FPN.yaml"  # CXR.MOBILENET.PRETRAINED True
 R50_CONFIG = ROOT / "configs/VinDr/retinanet_R_50_FPN_5cls.yaml"
 

@@ -9,7 +9,7 @@ import pytest
 from cxr_det.evaluation.coco import coco_metrics
 from helpers import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CATS = [{"id": 0, "name": "Atelectasis"}, {"id": 1, "name": "Consolidation"}, {"id": 2, "name": "Pulmonary edema"}]
 
 

@@ -29,7 +29,7 @@ from cxr_det.evaluation.iobb import iobb_metrics
 from cxr_det.evaluation.vinbigdata import vinbigdata_metrics, with_no_finding
 from helpers import image, load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["A", "B", "C"]
 PNGS = ("pr_vinbigdata.png", "pr_iobb.png", "froc.png", "roc_image.png", "pr_image.png")
 

@@ -26,7 +26,7 @@ from cxr_det.engine.validation_loss import ValidationLoss
 from cxr_det.utils.training_curves import metric_series, plot_training_curves
 from helpers import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TinyDetector(nn.Module):
