@@ -20,9 +20,9 @@ __all__ = ["DatasetWriter", "MARKER", "MARKER_TEXT", "unique_ints"]
 
 #: File left in every top-level folder the generator wrote; only such folders are emptied.
 MARKER = ".cxr_det_synthetic"
-#: The marker's content. It names the package's former path on purpose: the generated
-#: files (marker included) stay byte-identical to those of earlier versions.
-MARKER_TEXT = "written by cxr_det.data.synthetic; safe to delete\n"
+#: The marker's content (the only generated file whose bytes changed when the generator moved
+#: from ``cxr_det.data.synthetic``; only its presence is ever checked).
+MARKER_TEXT = "written by cxr_det.synthetic; safe to delete\n"
 
 
 class DatasetWriter:
