@@ -10,16 +10,24 @@ termination).
 With several processes every rank stops at the same iteration: the request is all-gathered
 after each step.
 """
+import json
 import logging
 import os
 import signal
 import threading
+from collections import defaultdict
 
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
-from detectron2.utils.events import TensorboardXWriter
+from detectron2.utils.events import JSONWriter, TensorboardXWriter, get_event_storage
 
-__all__ = ["GracefulInterrupt", "TrainingInterrupted", "ResumableTensorboardWriter", "EXIT_CODES"]
+__all__ = [
+    "GracefulInterrupt",
+    "TrainingInterrupted",
+    "ResumableTensorboardWriter",
+    "OrderedJSONWriter",
+    "EXIT_CODES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +132,32 @@ class ResumableTensorboardWriter(TensorboardXWriter):
         self._writer.close()
         self._writer = SummaryWriter(self._log_dir, purge_step=iteration, **self._kwargs)
         self._last_write = iteration - 1
+
+
+class OrderedJSONWriter(JSONWriter):
+    """detectron2's ``metrics.json`` writer, with each write's lines in iteration order.
+
+    detectron2 0.6's ``JSONWriter`` writes one line per iteration in the order the scalars were
+    first logged, not by iteration: when one write holds scalars of two iterations (as the
+    last write of an interrupted run can), the later iteration may come first, and
+    ``metrics.json`` is then out of order (a resumed run's file read 16, 15, 18, 19). The lines
+    and their content are otherwise detectron2's: one JSON object per iteration, the latest
+    (smoothed where hinted) value of every scalar not written yet, and ``iteration``.
+    """
+
+    def write(self):
+        storage = get_event_storage()
+        by_iteration = defaultdict(dict)
+        for key, (value, iteration) in storage.latest_with_smoothing_hint(self._window_size).items():
+            if iteration > self._last_write:
+                by_iteration[iteration][key] = value
+        for iteration in sorted(by_iteration):
+            line = {**by_iteration[iteration], "iteration": iteration}
+            self._file_handle.write(json.dumps(line, sort_keys=True) + "\n")
+        if by_iteration:
+            self._last_write = max(by_iteration)
+        self._file_handle.flush()
+        try:
+            os.fsync(self._file_handle.fileno())
+        except (AttributeError, OSError):  # not a real file (e.g. an in-memory stream)
+            pass

@@ -11,7 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.events import CommonMetricPrinter
 
 from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer
 from cxr_det.data.datasets.common import DATASET_ROOT_ENV
@@ -20,7 +20,12 @@ from cxr_det.engine.checkpoint import CXRCheckpointer
 from cxr_det.engine.evaluators import build_evaluator
 from cxr_det.engine.hooks import add_training_control_hooks
 from cxr_det.engine.metric_hooks import EarlyStop
-from cxr_det.engine.interrupt import GracefulInterrupt, ResumableTensorboardWriter, TrainingInterrupted
+from cxr_det.engine.interrupt import (
+    GracefulInterrupt,
+    OrderedJSONWriter,
+    ResumableTensorboardWriter,
+    TrainingInterrupted,
+)
 from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord
 from cxr_det.engine.run_folder import truncate_metrics
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
@@ -80,11 +85,12 @@ class Trainer(DefaultTrainer):
         return build_evaluator(cfg, dataset_name, output_folder)
 
     def build_writers(self):
-        """detectron2's writers, with a TensorBoard writer that can drop events past a resume point."""
+        """detectron2's writers, with a TensorBoard writer that can drop events past a resume point
+        and a ``metrics.json`` writer that keeps its lines in iteration order."""
         self._tensorboard = ResumableTensorboardWriter(self.cfg.OUTPUT_DIR)
         return [
             CommonMetricPrinter(self.max_iter),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            OrderedJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
             self._tensorboard,
         ]
 

@@ -363,3 +363,31 @@ def test_a_root_one_level_too_high_gets_the_right_root_suggested(synthetic_root,
     # A new user makes the synthetic data in datasets/synthetic and leaves the default ./datasets.
     with pytest.raises(DatasetCheckError, match="did you mean CXR_DATASETS=.*"):
         _run(["--config-file", DEMO_CONFIG, *_opts(synthetic_root.parent, tmp_path / "out")])
+
+
+def _metrics_lines(writer_class, path):
+    """Write scalars of iterations 15 and 16 in one write, the first-logged key at the later
+    iteration (as at the end of an interrupted run); return the iterations in file order."""
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(start_iter=15) as storage:
+        storage.put_scalar("total_loss", 1.0, smoothing_hint=False)
+        storage.put_scalar("data_time", 0.1, smoothing_hint=False)
+        storage.iter = 16
+        storage.put_scalar("total_loss", 0.9, smoothing_hint=False)  # keeps its first place in the dict
+        writer = writer_class(str(path))
+        writer.write()
+        writer.close()
+    return [json.loads(line)["iteration"] for line in path.read_text().splitlines()]
+
+
+def test_metrics_lines_are_in_iteration_order(tmp_path):
+    from detectron2.utils.events import JSONWriter
+
+    from cxr_det.engine.interrupt import OrderedJSONWriter
+
+    # detectron2 0.6 writes in the order the keys were first logged: the case this guards against
+    assert _metrics_lines(JSONWriter, tmp_path / "stock.json") == [16, 15]
+    assert _metrics_lines(OrderedJSONWriter, tmp_path / "ours.json") == [15, 16]
+    lines = [json.loads(line) for line in (tmp_path / "ours.json").read_text().splitlines()]
+    assert lines == [{"data_time": 0.1, "iteration": 15}, {"total_loss": 0.9, "iteration": 16}]
