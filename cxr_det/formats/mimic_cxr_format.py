@@ -46,6 +46,10 @@ __all__ = [
     "MIMIC_CXR_SPLIT_COLUMNS",
     "MIMIC_CXR_SPLITS",
     "MIMIC_CXR_VIEW_POSITIONS",
+    "MIMIC_CXR_FRONTAL_VIEWS",
+    "MIMIC_CXR_LATERAL_VIEWS",
+    "MIMIC_CXR_VIEW_FILTERS",
+    "MIMIC_CXR_LABELERS",
 ]
 
 # The two releases' folders under the dataset root.
@@ -118,3 +122,18 @@ MIMIC_CXR_SPLITS = ("train", "validate", "test")
 
 # Values of the metadata's ViewPosition (blank for some images).
 MIMIC_CXR_VIEW_POSITIONS = ("PA", "AP", "LATERAL", "LL")
+
+# View filters of the image-label registrar (cxr_det.data.datasets.mimic_cxr_labels), by
+# ViewPosition: frontal = PA or AP, lateral = LATERAL or LL; "all" keeps every image, blank
+# ViewPosition included. Other ViewPosition values (e.g. oblique views) pass only "all".
+MIMIC_CXR_FRONTAL_VIEWS = ("PA", "AP")
+MIMIC_CXR_LATERAL_VIEWS = ("LATERAL", "LL")
+MIMIC_CXR_VIEW_FILTERS = {
+    "frontal": MIMIC_CXR_FRONTAL_VIEWS,
+    "ap": ("AP",),
+    "pa": ("PA",),
+    "lateral": MIMIC_CXR_LATERAL_VIEWS,
+    "all": None,
+}
+# Label tables by labeler name.
+MIMIC_CXR_LABELERS = {"chexpert": MIMIC_CXR_CHEXPERT, "negbio": MIMIC_CXR_NEGBIO}

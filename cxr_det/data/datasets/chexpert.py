@@ -129,21 +129,25 @@ def view_mask(frontal_lateral, ap_pa, views):
     return frontal & (appa == views.upper()).fillna(False).to_numpy(dtype=bool)
 
 
-def first_studies_mask(patients, order_keys, n):
-    """Boolean array: rows whose study is among its patient's first ``n`` distinct studies,
-    ordered by ``order_keys`` (a sequence of arrays, e.g. the study number). ``n`` None: all."""
+def first_studies_mask(patients, studies, n, order=None):
+    """Boolean array: rows whose study is among its patient's first ``n`` distinct studies.
+
+    Studies are ordered by ``order`` (a list of arrays compared in turn, e.g. date then time;
+    default the study itself, CheXpert's study number); a study's place is that of its
+    earliest row. ``n`` None keeps every row. Vectorised (one sort of the rows).
+    """
     if n is None:
         return np.ones(len(patients), dtype=bool)
     if int(n) < 1:
         raise ValueError(f"max_studies_per_patient must be >= 1 or None, got {n!r}")
-    frame = pd.DataFrame({"patient": np.asarray(patients)})
+    frame = pd.DataFrame({"patient": np.asarray(patients), "study": np.asarray(studies)})
     keys = []
-    for i, key in enumerate(order_keys):
+    for i, key in enumerate(order if order is not None else [frame["study"].to_numpy()]):
         frame[f"k{i}"] = np.asarray(key)
         keys.append(f"k{i}")
-    rank = frame.groupby("patient", sort=False)[keys[0]].rank(method="dense") if len(keys) == 1 else (
-        frame[keys].apply(tuple, axis=1).groupby(frame["patient"], sort=False).rank(method="dense")
-    )
+    firsts = frame.sort_values(["patient"] + keys + ["study"], kind="stable").drop_duplicates(["patient", "study"])
+    firsts = firsts.assign(rank=firsts.groupby("patient", sort=False).cumcount() + 1)[["patient", "study", "rank"]]
+    rank = frame[["patient", "study"]].merge(firsts, on=["patient", "study"], how="left")["rank"]
     return (rank <= int(n)).to_numpy(dtype=bool)
 
 
@@ -281,7 +285,7 @@ def _first_studies_of(frame, keep, n):
         out[:] = True
         return out
     sub = frame[keep]
-    out[np.flatnonzero(keep)] = first_studies_mask(sub["patient"].to_numpy(), [sub["study"].astype(int).to_numpy()], n)
+    out[np.flatnonzero(keep)] = first_studies_mask(sub["patient"].to_numpy(), sub["study"].astype(int).to_numpy(), n)
     return out
 
 
