@@ -57,6 +57,7 @@ __all__ = [
     "VINDR_LOCAL_LABELS",
     "VINDR_GLOBAL_LABELS",
     "VINDR_IMAGE_LABEL_COLUMNS",
+    "VINDR_IMAGE_LABEL_SPELLINGS",
     "VINDR_5_CLASSES",
 ]
 
@@ -150,6 +151,13 @@ VINDR_GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other
 
 # Label columns of image_labels_*.csv: the 22 local labels, then the 6 global ones.
 VINDR_IMAGE_LABEL_COLUMNS = VINDR_LOCAL_LABELS + VINDR_GLOBAL_LABELS
+
+# Spellings of an image-label column found in the shipped files, {label: (spellings, ...)}:
+# public code reading v1.0.0 renames image_labels_test.csv's "Other disease" to the train
+# file's "Other diseases". The reader column of image_labels_train.csv is written ``rad_id``
+# or ``rad_ID`` in the code that reads it (which one the files hold is unconfirmed): readers
+# should match it case-insensitively.
+VINDR_IMAGE_LABEL_SPELLINGS = {"Other diseases": ("Other diseases", "Other disease")}
 
 # The 5-class subset of configs/VinDr/retinanet_R_50_FPN_5cls.yaml (this project's choice).
 VINDR_5_CLASSES = ("Aortic enlargement", "Cardiomegaly", "ILD", "Infiltration", "Nodule/Mass")

@@ -47,6 +47,7 @@ from cxr_det.formats.vindr_format import (
     VINDR_DICOM_SUFFIX,
     VINDR_IMAGE_LABEL_COLUMNS,
     VINDR_IMAGE_LABEL_KEYS,
+    VINDR_IMAGE_LABEL_SPELLINGS,
     VINDR_KAGGLE_ANNOTATIONS,
     VINDR_NO_FINDING_ID,
     VINDR_PHYSIONET_IMAGE_LABELS,
@@ -70,7 +71,7 @@ IMAGE_LABEL_TASKS = ("multi_label", "abnormal")
 # thing_classes of the abnormal task: label 0 = "No finding", 1 = abnormal.
 ABNORMAL_CLASSES = (NO_FINDING, "Abnormal")
 # Other spellings of a label column found in the shipped files: {label: (spellings, ...)}.
-LABEL_SPELLINGS = {"Other diseases": ("Other diseases", "Other disease")}
+LABEL_SPELLINGS = VINDR_IMAGE_LABEL_SPELLINGS
 _OPTIONS = ("labels", "readers", "task", "val_fraction")
 _PROGRESS_MIN = 1000
 
