@@ -225,3 +225,16 @@ def test_register_chexpert(tmp_path):
         register_chexpert("x", tmp_path, "test")
     with pytest.raises(ValueError, match="policy"):
         register_chexpert("x", tmp_path, "train", uncertainty="maybe")
+
+
+def test_odd_age_sex_and_path_rows(tmp_path, caplog):
+    rows = list(TRAIN)
+    rows[0] = row(f"{F}/train/patient00001/study1/view1_frontal.jpg", "M", "abc", "Frontal", "AP", atel="1.0")
+    rows[2] = row("somewhere/else.jpg", "Female", "69", "Frontal", "PA")
+    write(tmp_path, train=rows)
+    skips = SkipLog("t")
+    with caplog.at_level(logging.WARNING):
+        recs = load(tmp_path, skip_log=skips)
+    assert len(recs) == 4 and skips.counts["Path not in the CheXpert layout"] == 1
+    assert recs[0]["clinical"] == {"age": None, "sex": None}
+    assert "1 Age cell(s)" in caplog.text and "1 Sex cell(s)" in caplog.text
