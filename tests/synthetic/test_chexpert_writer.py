@@ -60,3 +60,4 @@ def test_refuses_foreign_folder(tmp_path):
     (tmp_path / "chexpert" / "real.txt").write_text("x")
     with pytest.raises(FileExistsError):
         make_chexpert(tmp_path, 2, seed=0)
+
