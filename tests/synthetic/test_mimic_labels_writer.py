@@ -1,4 +1,5 @@
 """Synthetic MIMIC-CXR-JPG image-label tables: read back by the registrar."""
+
 def test_mimic_labels_writer_reads_back(tmp_path):
     """The synthetic MIMIC-CXR-JPG label tables load with every image of the split file."""
     from cxr_det.data.datasets.mimic_cxr_labels import load_mimic_cxr_labels
