@@ -19,9 +19,10 @@ VinBigData copy for the abnormal task. Paths and columns come from
 
 Several radiologists' rows of one training image are combined per label: ``"majority"``
 (positive when strictly more than half of that image's radiologists marked it) or
-``"any"`` (positive when at least one did). The ``"abnormal"`` task is single-label:
-``label`` 1 when the combined "No finding" is 0, else 0 -- so with ``readers="any"`` an
-image is normal as soon as one radiologist called it "No finding".
+``"any"`` (positive when at least one did). The ``"abnormal"`` task is single-label and
+combines each radiologist's "reported a finding" (their "No finding" is 0) by the same rule:
+``label`` 1 (abnormal) when more than half of the radiologists (``"majority"``) or at least
+one of them (``"any"``) reported a finding, else 0.
 
 Splits: ``train``/``val`` are the training images divided by
 :func:`cxr_det.data.datasets.vindr.is_val_image` (the detection registrar's md5 rule, so an
@@ -182,6 +183,14 @@ def _read_kaggle_rows(path, skips):
     return rows[~bad].groupby(["image_id", "reader"], as_index=False)[NO_FINDING].max()
 
 
+def _as_task(rows, task):
+    """For the abnormal task, each radiologist's "No finding" column turned into "reported a
+    finding" (1 - No finding), so that the reader rule combines findings, not normality."""
+    if task != "abnormal":
+        return rows
+    return rows.assign(**{NO_FINDING: 1 - rows[NO_FINDING]})
+
+
 def combine_readers(rows, labels, readers):
     """Per image, the labels of its radiologists combined: ``rows`` has ``image_id``,
     ``reader`` and 0/1 ``labels`` columns. ``"majority"``: positive when the positives are
@@ -253,14 +262,14 @@ def load_vindr_image_labels(
             rows = _read_label_rows(base / VINDR_PHYSIONET_IMAGE_LABELS["train"], wanted, VINDR_IMAGE_LABEL_KEYS["train"], skips)
         else:
             rows = _read_kaggle_rows(base / VINDR_KAGGLE_ANNOTATIONS["train"], skips)
-        combined, who = combine_readers(rows, wanted, readers)
+        combined, who = combine_readers(_as_task(rows, task), wanted, readers)
         is_val = np.array([is_val_image(i, val_fraction) for i in combined.index], dtype=bool)
         part = np.where(is_val, "val", "train")
         keep = np.ones(len(part), bool) if split == "all" else part == split
         parts.append(("train", combined[keep], who[keep], part[keep]))
     if split in ("test", "all") and layout == "physionet":
         rows = _read_label_rows(base / VINDR_PHYSIONET_IMAGE_LABELS["test"], wanted, VINDR_IMAGE_LABEL_KEYS["test"], skips)
-        combined, who = combine_readers(rows, wanted, readers)
+        combined, who = combine_readers(_as_task(rows, task), wanted, readers)
         parts.append(("test", combined, who, np.full(len(combined), "test")))
 
     entries = []
@@ -304,7 +313,7 @@ def load_vindr_image_labels(
             "clinical": _clinical(header),
         }
         if task == "abnormal":
-            record["label"] = int(row[no_finding] == 0)
+            record["label"] = int(row[no_finding] == 1)  # the column holds "reported a finding"
         else:
             record["labels"] = [float(v) for v in row]
             record["label_weights"] = [1.0] * len(wanted)
