@@ -13,6 +13,19 @@ def fresh_dataset_catalog():
     unregister_cxr_datasets()
 
 
+@pytest.fixture
+def catalog_names():
+    """Names a test registers in detectron2's catalogs by hand: append them; removed after."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = []
+    yield names
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors gain nothing from intra-op threads, which stall when the cores are busy."""

@@ -1,5 +1,6 @@
 """Shared by the tests: load a command-line tool of tools/ as a module (they are scripts, not
 a package), and the small-model training overrides the end-to-end tests use."""
+import csv
 import importlib.util
 import urllib.request
 from pathlib import Path
@@ -66,3 +67,13 @@ def model_cfg(config_file=None, opts=()):
     from cxr_det.engine import adapt_to_machine
 
     return adapt_to_machine(get_cxr_cfg(config_file, opts))
+
+
+def write_csv(path, header, rows):
+    """A hand-written CSV fixture: ``header`` then ``rows``, parent folders made; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

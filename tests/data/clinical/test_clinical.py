@@ -1,5 +1,4 @@
 """Clinical table: MIMIC-IV-ED join, user CSV, VinDr DICOM headers, cleaning, featurizer statistics."""
-import csv
 import gzip
 import json
 import logging
@@ -25,6 +24,7 @@ from cxr_det.data.clinical import (
 )
 from cxr_det.data.datasets.common import DatasetFormatError
 from cxr_det.synthetic.dicom_writer import write_dicom
+from helpers import write_csv
 
 FEATURES_LOGGER = "cxr_det.data.clinical.features"
 CXR_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
@@ -37,15 +37,6 @@ TRIAGE_COLUMNS = ["subject_id", "stay_id", "temperature", "heartrate", "resprate
 PATIENTS_COLUMNS = ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
 REFLACX_COLUMNS = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x",
                    "image_size_y"]
-
-
-def write_csv(path, columns, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        w.writerows(rows)
-    return path
 
 
 def cxr_row(dicom_id, subject, date, time):

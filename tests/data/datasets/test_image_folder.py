@@ -139,16 +139,6 @@ def test_empty_class_folder_warns(covid, caplog):
     assert "class 'Empty' has no images" in caplog.text
 
 
-@pytest.fixture
-def catalog_names():
-    names = []
-    yield names
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
 def test_register(pneumonia, tmp_path, catalog_names):
     catalog_names += ["t12_pneumonia_test", "t12_later"]
     register_image_folder("t12_pneumonia_test", pneumonia, "chest_xray", "test")

@@ -17,7 +17,7 @@ from cxr_det.formats.vindr_format import VINDR_5_CLASSES, VINDR_KAGGLE_CLASSES
 from cxr_det.synthetic.dicom_writer import write_dicom
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from helpers import load_tool
+from helpers import load_tool, write_csv
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -47,14 +47,6 @@ PHYSIONET_TEST = [
     [T1, "Pleural effusion", 10, 5, 5, 25, 35],
     [T2, "No finding", 14, "", "", "", ""],
 ]
-
-
-def write_csv(path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def write_images(base, folder, sizes):

@@ -5,7 +5,6 @@ The fixtures spell the PhysioNet v1.0.0 layout out by hand (not from cxr_det.for
 order of their own, ``image_labels_test.csv`` without a reader column and with the
 ``Other disease`` spelling, DICOMs under ``train/`` and ``test/``.
 """
-import csv
 import hashlib
 import math
 
@@ -18,6 +17,7 @@ from cxr_det.data.datasets.vindr import is_val_image
 from cxr_det.data.datasets.vindr_image_labels import load_vindr_image_labels, register_vindr_image_labels
 from cxr_det.synthetic.dicom_writer import write_dicom
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from helpers import write_csv
 
 
 def md5(name):
@@ -51,14 +51,6 @@ TRAIN = [
 ]
 TEST = [(T1, {"Pneumonia", "Other disease"}), (T2, {"No finding"})]
 AGES = {A: "065Y", B: None, C: "000Y", T1: "040Y", T2: "030Y"}
-
-
-def write_csv(path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def write_images(base):
@@ -223,16 +215,6 @@ def test_bad_options(physionet):
         load_vindr_image_labels(physionet, "train", labels=["Cardiomegally"])
     with pytest.raises(DatasetFormatError, match="no VinDr-CXR image labels found"):
         load_vindr_image_labels(physionet / "nowhere", "train")
-
-
-@pytest.fixture
-def catalog_names():
-    names = []
-    yield names
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def test_register(physionet, catalog_names):
