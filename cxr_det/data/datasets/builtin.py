@@ -20,6 +20,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from cxr_det.config import get_cxr_cfg
+from cxr_det.data.clinical.pipeline import with_clinical
 from cxr_det.data.datasets.common import dataset_root
 from cxr_det.data.datasets.reflacx import register_reflacx
 from cxr_det.data.datasets.vindr import register_vindr
@@ -133,8 +134,6 @@ def _register_split(dataset, split, options, cfg):
         )
     _REGISTER[dataset](name, options["root"], split, **options["registrar"])
     if options["clinical"] is not None:
-        from cxr_det.data.clinical.pipeline import with_clinical
-
         load = DatasetCatalog[name]
         DatasetCatalog.remove(name)
         DatasetCatalog.register(name, with_clinical(load, cfg, dataset, options["root"]))
