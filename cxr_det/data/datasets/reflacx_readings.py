@@ -149,7 +149,10 @@ def read_metadata(main_dir, skips):
     if not found:
         names = [REFLACX_METADATA.format(phase=p) for p in REFLACX_PHASES]
         expected = ", ".join(names[:-1]) + " and/or " + names[-1]
-        raise DatasetFormatError(f"{main_dir}: no REFLACX metadata found (expected {expected})")
+        raise DatasetFormatError(
+            f"{main_dir}: no REFLACX metadata found (expected {expected}); the dataset root is "
+            "CXR.DATASET_ROOT, else $CXR_DATASETS, else ./datasets"
+        )
     return readings
 
 
