@@ -14,6 +14,9 @@ the evaluator's options, which sit with detectron2's own test options under
 ``add_training_control_config``       ``CXR.TRAIN``: validation loss, best checkpoint, early
                                       stop, plateau schedule, curves
 ``add_cxr_eval_config``               ``TEST.CXR_EVAL``: the chest X-ray evaluation protocols
+``add_classification_config``         ``CXR.CLASSIFIER``: image-level classifiers (backbone,
+                                      pooling, head, loss, imbalance) and
+                                      ``TEST.CXR_CLS_EVAL``: their evaluation
 ====================================  =========================================================
 
 :func:`add_cxr_config` calls them all. A new key goes into the function of its group, with a
@@ -40,7 +43,11 @@ __all__ = [
     "add_fusion_config",
     "add_training_control_config",
     "add_cxr_eval_config",
+    "add_classification_config",
     "get_cxr_cfg",
+    "CLASSIFICATION_TASKS",
+    "CLASSIFICATION_LOSSES",
+    "TORCHVISION_CLASSIFIERS",
     "CLINICAL_NUMERIC",
     "CLINICAL_CATEGORICAL",
     "CXR_EVAL_PROTOCOLS",
@@ -55,6 +62,14 @@ CLINICAL_CATEGORICAL = MDF_NET_CLINICAL_CATEGORICAL
 CXR_EVAL_PROTOCOLS = ("coco", "vinbigdata", "iobb", "froc", "image")
 # False positives per image at which FROC sensitivity is read (the LUNA16 / CAMELYON16 points).
 FROC_FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Image-level tasks: "multi_label" (C independent labels, sigmoid) or "single_label" (one of C
+# classes, softmax; binary = 2 classes).
+CLASSIFICATION_TASKS = ("multi_label", "single_label")
+# Losses of the classification head (CXR.CLASSIFIER.LOSS).
+CLASSIFICATION_LOSSES = ("auto", "bce", "ce", "focal")
+# torchvision classifiers usable as backbones (CXR.CLASSIFIER.TORCHVISION.ARCH).
+TORCHVISION_CLASSIFIERS = ("densenet121", "resnet18", "resnet34", "resnet50", "efficientnet_b0",
+                           "mobilenet_v3_small", "mobilenet_v3_large")
 # Every option of the evaluation, defined once. Each entry becomes the config key
 # TEST.CXR_EVAL.<NAME> (add_cxr_eval_config), the field <name> of
 # cxr_det.evaluation.EvalOptions (which checks values against this table), and the
@@ -124,6 +139,7 @@ def add_cxr_config(cfg):
     add_fusion_config(cfg)
     add_training_control_config(cfg)
     add_cxr_eval_config(cfg)
+    add_classification_config(cfg)
     return cfg
 
 
@@ -170,6 +186,57 @@ def add_dataset_config(cfg):
     _C.CXR.VINDR.IMAGE_CACHE = ""
     # Fraction of the labelled training images held out as "val" (by a hash of image_id).
     _C.CXR.VINDR.VAL_FRACTION = 0.2
+
+    # Image-level label datasets (classification). Registered names: chexpert_{train,val,valid,all},
+    # mimic_cxr_{train,val,test,all}, vindr_labels_{train,val,test,all}, folder_{train,val,test,all}.
+    _C.CXR.CHEXPERT = CN()
+    # Observations to predict: "competition5", "seed12", "all14", or a list of CheXpert names.
+    _C.CXR.CHEXPERT.LABELS = ["competition5"]
+    # Uncertainty policy for the uncertain (-1.0) cells: "zeros" (U-Zeros), "ones" (U-Ones) or
+    # "ignore" (U-Ignore: weight 0, out of the loss and the metrics). Blank cells are negatives.
+    _C.CXR.CHEXPERT.UNCERTAINTY = "zeros"
+    # Per-label exceptions to UNCERTAINTY, "<label>:<policy>", e.g. ["Atelectasis:ones", "Edema:ones"].
+    _C.CXR.CHEXPERT.UNCERTAINTY_BY_LABEL = []
+    # Views: "frontal", "ap", "pa", "lateral", "all".
+    _C.CXR.CHEXPERT.VIEWS = "frontal"
+    # Keep each patient's first N studies; 0 keeps all.
+    _C.CXR.CHEXPERT.MAX_STUDIES_PER_PATIENT = 0
+    # Fraction of train.csv's patients held out as chexpert_val (patient-level hash split).
+    _C.CXR.CHEXPERT.VAL_FRACTION = 0.1
+    # Salt of the patient hash of the train/val split.
+    _C.CXR.CHEXPERT.SPLIT_SEED = 0
+
+    _C.CXR.MIMIC_CXR = CN()
+    # Label table: "chexpert" or "negbio" (mimic-cxr-2.0.0-<labeler>.csv.gz).
+    _C.CXR.MIMIC_CXR.LABELER = "chexpert"
+    # As CXR.CHEXPERT: label set, uncertainty policy, exceptions, views, studies per patient.
+    _C.CXR.MIMIC_CXR.LABELS = ["competition5"]
+    _C.CXR.MIMIC_CXR.UNCERTAINTY = "zeros"
+    _C.CXR.MIMIC_CXR.UNCERTAINTY_BY_LABEL = []
+    _C.CXR.MIMIC_CXR.VIEWS = "frontal"
+    _C.CXR.MIMIC_CXR.MAX_STUDIES_PER_PATIENT = 0
+
+    _C.CXR.VINDR_LABELS = CN()
+    # "multi_label" (image_labels_*.csv: the local and global labels) or "abnormal" (binary:
+    # "No finding" vs any finding; also from the Kaggle train.csv).
+    _C.CXR.VINDR_LABELS.TASK = "multi_label"
+    # Labels of the multi-label task (VinDr names); empty: the 6 global diagnoses.
+    _C.CXR.VINDR_LABELS.LABELS = []
+    # How the 3 radiologists' labels of a training image combine: "majority" or "any".
+    _C.CXR.VINDR_LABELS.READERS = "majority"
+    # Fraction of the training images held out as vindr_labels_val (hash of image_id).
+    _C.CXR.VINDR_LABELS.VAL_FRACTION = 0.2
+
+    _C.CXR.IMAGE_FOLDER = CN()
+    # Folder under the dataset root holding one sub-folder per class, either split
+    # ({train,val,test}/<class>/) or flat (<class>/[images/]; split by a stratified hash).
+    _C.CXR.IMAGE_FOLDER.NAME = ""
+    # Class folders to use, in label order; empty: every class folder, sorted.
+    _C.CXR.IMAGE_FOLDER.CLASSES = []
+    # Flat layout: fractions of each class held out as val and test.
+    _C.CXR.IMAGE_FOLDER.VAL_FRACTION = 0.2
+    _C.CXR.IMAGE_FOLDER.TEST_FRACTION = 0.0
+    _C.CXR.IMAGE_FOLDER.SPLIT_SEED = 0
 
     return cfg
 
@@ -265,6 +332,10 @@ def add_fusion_config(cfg):
     _C.HIDDEN_DIMS = [64, 64]
     # Dropout after each hidden layer of the clinical encoder.
     _C.DROPOUT = 0.0
+    # Classifiers only: concatenate the clinical vector to the globally pooled image features
+    # before the head (the classification counterpart of ROI). SPATIAL applies to the feature
+    # map the classifier pools (CXR.CLASSIFIER.IN_FEATURE): "film" is FiLM on the last map.
+    _C.POOLED = False
     return cfg
 
 
@@ -315,6 +386,67 @@ def add_cxr_eval_config(cfg):
     for option in CXR_EVAL_OPTIONS:
         default = option["default"]
         cfg.TEST.CXR_EVAL[option["name"].upper()] = list(default) if option.get("many") else default
+    return cfg
+
+
+def add_classification_config(cfg):
+    """``CXR.CLASSIFIER`` (``MODEL.META_ARCHITECTURE: ClinicalImageClassifier``) and
+    ``TEST.CXR_CLS_EVAL`` (its evaluator). The backbone is ``MODEL.BACKBONE.NAME``:
+    detectron2's ``build_resnet_backbone`` (``MODEL.RESNETS.DEPTH`` 18/34/50, ``OUT_FEATURES``
+    ["res5"]) or ``build_torchvision_classifier_backbone`` (``CXR.CLASSIFIER.TORCHVISION``)."""
+    _C = cfg.CXR.CLASSIFIER = CN()
+    # "multi_label" or "single_label"; "" = the task in the training dataset's metadata.
+    _C.TASK = ""
+    # Backbone output that is pooled; "" = the backbone's last output (by stride).
+    _C.IN_FEATURE = ""
+    # Global pooling of that map: "avg" or "max".
+    _C.POOLING = "avg"
+    # Dropout before the linear head (0..1).
+    _C.DROPOUT = 0.0
+    # "auto" (BCE-with-logits for multi_label, cross-entropy for single_label), "bce", "ce",
+    # or "focal" (sigmoid focal loss for multi_label, softmax focal loss for single_label).
+    _C.LOSS = "auto"
+    # Focal loss focusing parameter gamma (>= 0) and alpha (weight of positives, 0..1; < 0 = off).
+    _C.FOCAL_GAMMA = 2.0
+    _C.FOCAL_ALPHA = -1.0
+    # Multi-label: BCE pos_weight per label. "none"; "prevalence" (negatives / positives of
+    # each label in DATASETS.TRAIN, computed when training starts into POS_WEIGHT_VALUES).
+    _C.POS_WEIGHT = "none"
+    # pos_weight per label (C floats); filled from the training split by POS_WEIGHT
+    # "prevalence" and stored in OUTPUT_DIR/config.yaml; may be given by hand.
+    _C.POS_WEIGHT_VALUES = []
+    # Single-label: cross-entropy class weights. "none"; "balanced" (N / (C * n_c), as
+    # scikit-learn's compute_class_weight, from DATASETS.TRAIN into CLASS_WEIGHT_VALUES).
+    _C.CLASS_WEIGHT = "none"
+    _C.CLASS_WEIGHT_VALUES = []
+    # Single-label cross-entropy label smoothing (0..1).
+    _C.LABEL_SMOOTHING = 0.0
+    # Images are resized to INPUT_SIZE x INPUT_SIZE pixels (the classifiers' usual square
+    # input, 224 for CheXpert's DenseNet-121); 0 = detectron2's INPUT.MIN_SIZE_* resize.
+    _C.INPUT_SIZE = 224
+    # Input channels: 3 (INPUT.FORMAT "RGB"/"BGR", the gray X-ray repeated) or 1 (INPUT.FORMAT
+    # "L", one PIXEL_MEAN/PIXEL_STD value; the first convolution's weights summed over RGB).
+    _C.IN_CHANNELS = 3
+    _C.TORCHVISION = CN()
+    # torchvision classifier whose feature extractor is the backbone (TORCHVISION_CLASSIFIERS).
+    _C.TORCHVISION.ARCH = "densenet121"
+    # Pretrained weights of the torchvision model: "" (from scratch), "imagenet" (torchvision's
+    # default weights, downloaded), or a path / URL of a torchvision state dict.
+    _C.TORCHVISION.WEIGHTS = ""
+
+    _E = cfg.TEST.CXR_CLS_EVAL = CN()
+    # Decision threshold per label: "f2" (maximises F2 on the dataset it is chosen on),
+    # "youden" (maximises sensitivity + specificity - 1) or "fixed" (FIXED_THRESHOLD).
+    _E.THRESHOLD_RULE = "f2"
+    _E.FIXED_THRESHOLD = 0.5
+    # Dataset whose chosen thresholds the other test datasets use (the validation split);
+    # "" = DATASETS.TEST[0]. Its thresholds are written to inference/<name>/thresholds.json.
+    _E.THRESHOLD_DATASET = ""
+    # Bootstrap resamples of the images for 95% confidence intervals (0 = off).
+    _E.BOOTSTRAP = 0
+    _E.BOOTSTRAP_SEED = 0
+    # Write ROC, precision-recall and confusion-matrix PNGs beside metrics.json.
+    _E.PLOTS = True
     return cfg
 
 
