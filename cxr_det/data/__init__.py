@@ -1,5 +1,5 @@
-"""Data: dataset registrars, image reading (PNG/JPEG/DICOM), the dataset mapper and
-augmentations.
+"""Data: dataset registrars, image reading (PNG/JPEG/DICOM), the dataset mappers (detection and
+image-level classification), augmentations, the classification loaders and imbalance samplers.
 
 Importing this package registers nothing. Register the datasets explicitly, once per
 process and configuration::
@@ -18,10 +18,18 @@ from cxr_det.data.datasets.builtin import (
     register_from_config,
     unregister_cxr_datasets,
 )
+from cxr_det.data.classification_loader import build_classification_test_loader, build_classification_train_loader
+from cxr_det.data.classification_mapper import ClassificationDatasetMapper
 from cxr_det.data.mapper import CXRDatasetMapper
+from cxr_det.data.samplers import ClassBalancedSampler, image_repeat_factors
 
 __all__ = [
     "CXRDatasetMapper",
+    "ClassificationDatasetMapper",
+    "ClassBalancedSampler",
+    "image_repeat_factors",
+    "build_classification_train_loader",
+    "build_classification_test_loader",
     "DatasetRegistrationError",
     "cxr_dataset_names",
     "register_cxr_datasets",
