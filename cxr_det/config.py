@@ -12,7 +12,7 @@ the evaluator's options, which sit with detectron2's own test options under
 ``add_clinical_config``               ``CXR.CLINICAL``: the clinical record and its features
 ``add_fusion_config``                 ``CXR.FUSION``: how the clinical vector meets the image
 ``add_training_control_config``       ``CXR.TRAIN``: validation loss, best checkpoint, early
-                                      stop, plateau schedule, curves
+                                      stop, plateau schedule, curves; ``CXR.SOLVER``: optimizer
 ``add_cxr_eval_config``               ``TEST.CXR_EVAL``: the chest X-ray evaluation protocols
 ``add_classification_config``         ``CXR.CLASSIFIER``: image-level classifiers (backbone,
                                       pooling, head, loss, imbalance) and
@@ -375,6 +375,13 @@ def add_training_control_config(cfg):
     # At the end of training draw OUTPUT_DIR/metrics.json as training_losses.png (training and
     # validation losses), training_metrics.png (evaluation metrics) and training_lr.png.
     _C.TRAIN.PLOT_CURVES = True
+
+    _C.SOLVER = CN()
+    # Optimizer: "SGD" (detectron2's: SOLVER.MOMENTUM, NESTEROV), "Adam" or "AdamW" (torch's, with
+    # BETAS; the CheXpert baseline trained DenseNet-121 with Adam, betas 0.9/0.999). All use
+    # SOLVER.BASE_LR, WEIGHT_DECAY(_NORM/_BIAS), BIAS_LR_FACTOR, the LR schedule and CLIP_GRADIENTS.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    _C.SOLVER.BETAS = [0.9, 0.999]
     return cfg
 
 
@@ -395,8 +402,12 @@ def add_classification_config(cfg):
     detectron2's ``build_resnet_backbone`` (``MODEL.RESNETS.DEPTH`` 18/34/50, ``OUT_FEATURES``
     ["res5"]) or ``build_torchvision_classifier_backbone`` (``CXR.CLASSIFIER.TORCHVISION``)."""
     _C = cfg.CXR.CLASSIFIER = CN()
-    # "multi_label" or "single_label"; "" = the task in the training dataset's metadata.
+    # "multi_label" or "single_label"; "" = the task in the training dataset's metadata
+    # (filled when training starts and stored in OUTPUT_DIR/config.yaml).
     _C.TASK = ""
+    # Number of labels (multi_label) or classes (single_label); 0 = the training dataset's
+    # thing_classes (filled when training starts, like TASK).
+    _C.NUM_CLASSES = 0
     # Backbone output that is pooled; "" = the backbone's last output (by stride).
     _C.IN_FEATURE = ""
     # Global pooling of that map: "avg" or "max".

@@ -15,6 +15,11 @@ from cxr_det.config import get_cxr_cfg
 from cxr_det.data.clinical.pipeline import prepare_clinical
 from cxr_det.data.datasets.builtin import DATASET_FOLDERS, cxr_dataset_names, register_from_config
 from cxr_det.data.datasets.common import dataset_root
+from cxr_det.engine.classification_setup import (
+    classification_records_have_labels,
+    is_classifier,
+    prepare_classification,
+)
 from cxr_det.engine.machine import adapt_to_machine
 from cxr_det.engine.run_config import inference_config
 from cxr_det.engine.run_folder import set_aside_previous_run
@@ -91,7 +96,10 @@ def setup(args):
             f"rate never reaches SOLVER.BASE_LR {cfg.SOLVER.BASE_LR}")
     register_from_config(cfg)
     check_datasets(cfg, training=not args.eval_only)
-    check_num_classes(cfg)
+    if is_classifier(cfg):
+        prepare_classification(cfg, training=not args.eval_only)
+    else:
+        check_num_classes(cfg)
     check_fusion_architecture(cfg)
     if cfg.CXR.CLINICAL.ENABLED:
         prepare_clinical(cfg, training=not args.eval_only)
@@ -162,9 +170,12 @@ def check_datasets(cfg, training: bool = True):
             raise DatasetCheckError(f"DATASETS.TEST {name}: cannot be loaded for evaluation: {e}") from e
         if not records:
             raise DatasetCheckError(f"DATASETS.TEST {name}: holds no images")
+        if classification_records_have_labels(records):
+            continue
         if not any("annotations" in r for r in records):
             raise DatasetCheckError(
-                f"DATASETS.TEST {name}: its {len(records)} images carry no labels (no 'annotations'), so there is "
+                f"DATASETS.TEST {name}: its {len(records)} images carry no labels (no 'annotations', 'labels' or "
+                "'label'), so there is "
                 "nothing to evaluate against"
             )
 
@@ -177,11 +188,21 @@ def _meta_architecture(cfg):
 def check_fusion_architecture(cfg):
     """Fail early when ``CXR.FUSION`` asks for fusion from a meta-architecture that has none
     (it would otherwise be ignored silently and an image-only model trained)."""
-    if fusion_enabled(cfg) and not issubclass(_meta_architecture(cfg), ClinicalFusionMixin):
+    if not fusion_enabled(cfg):
+        return
+    if is_classifier(cfg):
+        if cfg.CXR.FUSION.ROI:
+            raise ValueError("CXR.FUSION.ROI fuses into R-CNN box-head features; an image classifier has none: "
+                             "use CXR.FUSION.POOLED (concatenation to the pooled features) or SPATIAL")
+        return
+    if cfg.CXR.FUSION.POOLED:
+        raise ValueError(f"CXR.FUSION.POOLED is for image classifiers; {cfg.MODEL.META_ARCHITECTURE} is a detector "
+                         "(use CXR.FUSION.ROI or SPATIAL)")
+    if not issubclass(_meta_architecture(cfg), ClinicalFusionMixin):
         raise ValueError(
             f"CXR.FUSION is set (SPATIAL {cfg.CXR.FUSION.SPATIAL!r}, ROI {cfg.CXR.FUSION.ROI}) but "
             f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} does not fuse clinical data; "
-            "use ClinicalGeneralizedRCNN or ClinicalRetinaNet"
+            "use ClinicalGeneralizedRCNN, ClinicalRetinaNet or ClinicalImageClassifier"
         )
 
 

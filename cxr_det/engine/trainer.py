@@ -4,11 +4,13 @@ import os
 import shlex
 import sys
 
+import torch
 from fvcore.nn import parameter_count_table
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultTrainer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
@@ -16,7 +18,13 @@ from detectron2.utils.events import CommonMetricPrinter
 from cxr_det.data.clinical.pipeline import CHECKPOINT_KEY, load_featurizer
 from cxr_det.data.datasets.common import DATASET_ROOT_ENV
 from cxr_det.data.mapper import CXRDatasetMapper
+from cxr_det.data.classification_loader import (
+    build_classification_test_loader,
+    build_classification_train_loader,
+)
+from cxr_det.data.classification_mapper import ClassificationDatasetMapper
 from cxr_det.engine.checkpoint import CXRCheckpointer
+from cxr_det.engine.classification_setup import is_classifier
 from cxr_det.engine.evaluators import build_evaluator
 from cxr_det.engine.hooks import add_training_control_hooks
 from cxr_det.engine.metric_hooks import EarlyStop
@@ -31,6 +39,9 @@ from cxr_det.engine.run_folder import truncate_metrics
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
 
 logger = logging.getLogger(__name__)
+
+# CXR.SOLVER.OPTIMIZER values besides detectron2's "SGD".
+OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
 class Trainer(DefaultTrainer):
@@ -73,6 +84,31 @@ class Trainer(DefaultTrainer):
         return model
 
     @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's SGD, or torch's Adam / AdamW (``CXR.SOLVER.OPTIMIZER``), over detectron2's
+        parameter groups (weight decay of norms and biases, bias LR factor) and with
+        ``SOLVER.CLIP_GRADIENTS``.
+
+        Raises:
+            ValueError: an unknown optimizer name.
+        """
+        name = cfg.CXR.SOLVER.OPTIMIZER
+        if name == "SGD":
+            return super().build_optimizer(cfg, model)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"CXR.SOLVER.OPTIMIZER must be SGD, {' or '.join(OPTIMIZERS)}; got {name!r}")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, OPTIMIZERS[name])(
+            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.CXR.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+
+    @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """The evaluator the dataset's metadata ``evaluator_type`` names
         (:mod:`cxr_det.engine.evaluators`: ``cxr_detection`` and ``coco`` ->
@@ -104,6 +140,8 @@ class Trainer(DefaultTrainer):
         self.checkpointer = CXRCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables)
 
         def val_loader():  # keeps annotations; test-time resize, no random augmentation
+            if is_classifier(cfg):  # the test mapper keeps labels
+                return build_classification_test_loader(cfg, cfg.DATASETS.TEST[0])
             mapper = CXRDatasetMapper(
                 cfg, is_train=True, augmentations=utils.build_augmentation(cfg, is_train=False), albumentations=None
             )
@@ -157,12 +195,19 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper`."""
+        """detectron2's training loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper`; for
+        image classifiers :func:`~cxr_det.data.classification_loader.build_classification_train_loader`
+        (:class:`~cxr_det.data.classification_mapper.ClassificationDatasetMapper`, image-level samplers)."""
+        if is_classifier(cfg):
+            return build_classification_train_loader(cfg, mapper=ClassificationDatasetMapper(cfg, is_train=True))
         return build_detection_train_loader(cfg, mapper=CXRDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper` (test mode)."""
+        """detectron2's test loader with :class:`~cxr_det.data.mapper.CXRDatasetMapper` (test mode);
+        for image classifiers the classification loader and mapper."""
+        if is_classifier(cfg):
+            return build_classification_test_loader(cfg, dataset_name, mapper=ClassificationDatasetMapper(cfg, is_train=False))
         return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))
 
 
