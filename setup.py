@@ -32,6 +32,8 @@ setup(
         "pyjpegls>=1.2",  # JPEG-LS (.4.80/.81); MIT, CharLS BSD-3
         "Pillow",
         "ensemble-boxes",
+        # the classification metrics (cxr_det.evaluation.classification) are scikit-learn's
+        "scikit-learn",
         "matplotlib",
         "tqdm",
         "tabulate",
@@ -40,8 +42,9 @@ setup(
         "uvicorn",
         "python-multipart",
     ],
-    # map-boxes, scikit-learn, monai: the reference scorers the evaluation tests compare against.
-    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "scikit-learn", "monai", "httpx",
+    # map-boxes, monai: reference scorers the evaluation tests compare against (scikit-learn,
+    # the third, is installed anyway).
+    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "monai", "httpx",
                              # drives the system's Chromium (Debian chromium, installed by .ci/run)
                              # in tests/serve/test_serve_browser.py; no browser download
                              "playwright"]},

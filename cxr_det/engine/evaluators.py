@@ -3,8 +3,9 @@
 detectron2's registrars record ``evaluator_type`` in ``MetadataCatalog`` ("coco",
 "lvis", ...) and its ``train_net.py`` examples dispatch on it; so does
 :meth:`cxr_det.engine.trainer.Trainer.build_evaluator`, through :data:`EVALUATOR_TYPES`.
-A new kind of dataset (e.g. image classification) adds one entry with
-:func:`register_evaluator_type`.
+Image-level classification datasets say ``evaluator_type="cxr_classification"``
+(:class:`~cxr_det.evaluation.classification.ClassificationEvaluator`). A new kind of dataset
+adds one entry with :func:`register_evaluator_type`.
 """
 import os
 from typing import Callable, Dict
@@ -12,7 +13,7 @@ from typing import Callable, Dict
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 
-from cxr_det.evaluation import CXRDetectionEvaluator
+from cxr_det.evaluation import ClassificationEvaluator, CXRDetectionEvaluator
 
 __all__ = [
     "DEFAULT_EVALUATOR_TYPE",
@@ -29,12 +30,19 @@ def _cxr_detection(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluat
     return CXRDetectionEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
 
 
+def _cxr_classification(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluator:
+    return ClassificationEvaluator(dataset_name, cfg=cfg, output_dir=output_folder)
+
+
 # evaluator_type -> factory(cfg, dataset_name, output_folder). "coco" is what the registrars
 # wrote before "cxr_detection" (and what detectron2's register_coco_instances writes): the
 # chest X-ray evaluator computes COCO's metrics among its protocols, so it serves both.
+# "cxr_classification": the image-level label datasets (CheXpert, MIMIC-CXR-JPG labels, VinDr
+# image labels, folders of classes).
 EVALUATOR_TYPES: Dict[str, Callable[..., DatasetEvaluator]] = {
     "cxr_detection": _cxr_detection,
     "coco": _cxr_detection,
+    "cxr_classification": _cxr_classification,
 }
 
 

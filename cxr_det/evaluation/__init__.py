@@ -20,6 +20,11 @@ Modules:
 - :mod:`.report`, :mod:`.plots`: tables, ``metrics.json``, ``per_class.csv``, PNG curves;
   :mod:`.run_comparison`: two training runs compared from their evaluator files
   (``tools/benchmark_fusion.py``).
+- :mod:`.classification`: image-level classification (multi-label and single-label):
+  per-label ROC AUC / AP / sensitivity / specificity / precision / F1 / F2 as scikit-learn
+  defines them, thresholds chosen on validation, confusion matrix, bootstrap intervals, and
+  :class:`ClassificationEvaluator` (``evaluator_type="cxr_classification"``);
+  :mod:`.classification_plots`: its ROC, precision-recall and confusion-matrix PNGs.
 
 Adding a protocol ``"name"``:
 
@@ -35,6 +40,7 @@ Adding a protocol ``"name"``:
 Importing this package checks that every configured protocol is registered.
 """
 from . import coco, froc, image_level, iobb, vinbigdata  # noqa: F401  (they register the protocols)
+from .classification import ClassificationEvaluator, ClassificationInputs, classification_inputs, evaluate_classification
 from .core import EvalOptions, InputReport, evaluate_detections
 from .cxr_evaluator import CXRDetectionEvaluator
 from .protocols import PROTOCOLS, Protocol, ProtocolInputs, check_registry, register_protocol
@@ -42,6 +48,10 @@ from .protocols import PROTOCOLS, Protocol, ProtocolInputs, check_registry, regi
 check_registry()
 
 __all__ = [
+    "ClassificationEvaluator",
+    "ClassificationInputs",
+    "classification_inputs",
+    "evaluate_classification",
     "CXRDetectionEvaluator",
     "EvalOptions",
     "InputReport",
