@@ -37,6 +37,8 @@ from .vinbigdata import with_no_finding
 
 __all__ = [
     "resample_indices",
+    "resample_weights",
+    "weighted_auc",
     "BootstrapMetrics",
     "percentile_interval",
     "paired_p_value",
@@ -60,7 +62,7 @@ def resample_indices(num_images: int, num_resamples: int, seed: int = 0) -> np.n
     return rng.integers(0, num_images, size=(int(num_resamples), num_images), dtype=np.int64)
 
 
-def _weights(indices: np.ndarray, num_images: int) -> np.ndarray:
+def resample_weights(indices: np.ndarray, num_images: int) -> np.ndarray:
     """Rows of image positions -> rows of per-image draw counts (float)."""
     rows = indices.shape[0]
     flat = (indices + np.arange(rows)[:, None] * num_images).ravel()
@@ -99,7 +101,7 @@ def _weighted_cpm(m: Matches, weights: np.ndarray, fps: Sequence[float]) -> np.n
     return cpm
 
 
-def _weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC (Mann-Whitney, ties count one half) of one column per row of image weights;
     NaN where a resample has no positive or no negative image."""
     order = np.argsort(scores, kind="mergesort")
@@ -184,7 +186,7 @@ class BootstrapMetrics:
         if self._image is not None:
             scores, labels = self._image
             out["AUC"] = np.stack(
-                [_weighted_auc(scores[:, c], labels[:, c], weights) for c in range(scores.shape[1])], axis=1
+                [weighted_auc(scores[:, c], labels[:, c], weights) for c in range(scores.shape[1])], axis=1
             )
         return out
 
@@ -233,7 +235,7 @@ def _run(scorers: Sequence[BootstrapMetrics], num_resamples: int, seed: int, des
     collected = [([], []) for _ in scorers]
     start = time.perf_counter()
     for lo in tqdm(range(0, num_resamples, step), desc=desc, unit="chunk", disable=None, leave=False):
-        weights = _weights(indices[lo : lo + step], n)
+        weights = resample_weights(indices[lo : lo + step], n)
         for (per_class_list, summary_list), scorer in zip(collected, scorers):
             per_class, summary = scorer.evaluate(weights)
             per_class_list.append(per_class)

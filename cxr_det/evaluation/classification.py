@@ -65,7 +65,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from .bootstrap import _weighted_auc, _weights, percentile_interval, resample_indices
+from .bootstrap import percentile_interval, resample_indices, resample_weights, weighted_auc
 from .classification_plots import write_classification_plots
 from .report import json_safe
 
@@ -424,8 +424,8 @@ def bootstrap_auc(scores: np.ndarray, targets: np.ndarray, weights: Optional[np.
     step = int(max(1, min(num_resamples, 4_000_000 // max(n, 1))))
     chunks = []
     for lo in tqdm(range(0, int(num_resamples), step), desc="bootstrap AUC", unit="chunk", disable=None, leave=False):
-        w = _weights(indices[lo:lo + step], n)
-        chunks.append(np.stack([_weighted_auc(scores[mask[:, k], k], y[mask[:, k], k], w[:, mask[:, k]])
+        w = resample_weights(indices[lo:lo + step], n)
+        chunks.append(np.stack([weighted_auc(scores[mask[:, k], k], y[mask[:, k], k], w[:, mask[:, k]])
                                 for k in range(c)], axis=1))
     per_label = np.concatenate(chunks) if chunks else np.zeros((0, c))
     valid = ~np.isnan(per_label)

@@ -6,8 +6,9 @@ The "any" row asks whether the image is abnormal at all: score = highest box sco
 class, positive = any GT box. ROC AUC is the Mann-Whitney statistic from ranks (ties
 averaged; Hanley & McNeil, Radiology 143, 1982) and AP the step-wise average precision,
 both as scikit-learn's ``roc_auc_score`` / ``average_precision_score`` define them
-(checked against scikit-learn 1.9 in ``tests/evaluation/test_eval_references.py``), so scikit-learn is
-not needed at run time.
+(checked against scikit-learn 1.9 in ``tests/evaluation/test_eval_references.py``); computed
+here from the matched boxes rather than through scikit-learn so that the bootstrap can reuse
+the rank statistics.
 """
 from collections import OrderedDict
 from typing import Sequence, Tuple

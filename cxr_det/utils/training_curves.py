@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_METRIC_PATTERNS = (
     "*bbox/AP", "*bbox/AP50", "*bbox/AP75", "*segm/AP", "*segm/AP50",
     "*vinbigdata/mAP*", "*iobb/AP", "*iobb/AR", "*froc/CPM", "*image/AUC", "*image/AP",
+    "*classification/mAUC", "*classification/mAP", "*classification/accuracy", "*classification/balanced_accuracy",
 )
 FIGSIZE = (9.0, 5.0)
 METRIC_PANEL_HEIGHT = 3.5

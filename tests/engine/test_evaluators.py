@@ -36,7 +36,7 @@ def test_detection_types_get_the_chest_xray_evaluator(dataset, kind, tmp_path):
 def test_unknown_type_names_dataset_type_and_known_ones(dataset, tmp_path):
     MetadataCatalog.get(dataset).set(thing_classes=["a"], evaluator_type="lvis")
     cfg = get_cxr_cfg()
-    with pytest.raises(ValueError, match=r"'_test_evaluator_type'.*'lvis'.*known: coco, cxr_detection"):
+    with pytest.raises(ValueError, match=r"'_test_evaluator_type'.*'lvis'.*known: coco, cxr_classification, cxr_detection"):
         Trainer.build_evaluator(cfg, dataset, str(tmp_path))
 
 

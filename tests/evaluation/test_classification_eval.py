@@ -196,10 +196,10 @@ def test_bootstrap_interval_contains_the_point_and_is_seeded():
         assert a[f"AUC_low/{name}"] < point[f"AUC/{name}"] < a[f"AUC_high/{name}"]
     # the resampled AUC is scikit-learn's with the draw counts as sample weights: with one
     # resample drawing every image once it is the point value
-    from cxr_det.evaluation.bootstrap import _weighted_auc
+    from cxr_det.evaluation.bootstrap import weighted_auc
 
     keep = weights[:, 0] > 0
-    assert _weighted_auc(scores[keep, 0], targets[keep, 0] > 0, np.ones((1, keep.sum())))[0] == pytest.approx(
+    assert weighted_auc(scores[keep, 0], targets[keep, 0] > 0, np.ones((1, keep.sum())))[0] == pytest.approx(
         point["AUC/Atelectasis"] / 100)
 
 
