@@ -22,20 +22,37 @@ STATS_FILE_NAME = "clinical_stats.json"
 CHECKPOINT_KEY = "clinical_featurizer"
 
 
+# Datasets whose MIMIC-IV-ED join is made for the loaded records' own images: a MIMIC-CXR
+# label split is a part of a 377k-image metadata table, so joining (and caching) the whole
+# table for it would be wasted; REFLACX joins its few thousand images once and caches them.
+_JOIN_PER_LOAD = ("mimic_cxr",)
+
+
 @functools.lru_cache(maxsize=8)
 def _table(source, dataset, root, window_days):
     return load_clinical_table(source, dataset, root=root, window_days=window_days)
 
 
 def with_clinical(load_fn, cfg, dataset, root):
-    """Wrap a registrar's load function so that its records carry ``clinical`` raw records."""
+    """Wrap a registrar's load function so that its records carry ``clinical`` raw records.
+
+    ``dataset``: ``"reflacx"``, ``"vindr"`` or ``"mimic_cxr"`` (see
+    :func:`~cxr_det.data.clinical.tables.load_clinical_table` for the sources each takes).
+    For ``mimic_cxr`` with the ``mimic-iv-ed`` source the join is made, at each load, for
+    the dicom_ids of the loaded records only; the other tables are loaded once per
+    (source, dataset, root, window) and cached.
+    """
     source = cfg.CXR.CLINICAL.SOURCE
     window = cfg.CXR.CLINICAL.MATCH_WINDOW_DAYS
     root = str(root) if root else None
 
     def load():
         records = load_fn()
-        table, key = _table(source, dataset, root, window)
+        if dataset in _JOIN_PER_LOAD and source == "mimic-iv-ed":
+            keys = list(dict.fromkeys(str(r["dicom_id"]) for r in records))
+            table, key = load_clinical_table(source, dataset, root=root, window_days=window, keys=keys)
+        else:
+            table, key = _table(source, dataset, root, window)
         attach_clinical(records, table, key=key)
         return records
 

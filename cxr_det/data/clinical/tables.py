@@ -1,12 +1,13 @@
-"""Raw clinical records per image: MIMIC-IV-ED/MIMIC-IV for REFLACX, DICOM headers for VinDr, user CSVs.
+"""Raw clinical records per image: MIMIC-IV-ED/MIMIC-IV for MIMIC-CXR images (REFLACX's and the
+MIMIC-CXR-JPG label splits'), DICOM headers for VinDr, user CSVs.
 
 A clinical table is ``{image key: record}`` where a record is a dict of raw values as the
 files hold them (floats for numeric cells, strings for text such as ``"unable"``, NaN for
 blanks); cleaning happens later in :class:`~cxr_det.data.clinical.features.ClinicalFeaturizer`.
 :func:`attach_clinical` puts the records into detectron2 dataset dicts as ``record["clinical"]``.
 
-REFLACX has no ED stay id; following MDF-Net, each image is matched to the MIMIC-IV-ED stay of
-the same ``subject_id`` whose ``intime..outtime`` contains the image acquisition time
+MIMIC-CXR (and so REFLACX) has no ED stay id; following MDF-Net, each image is matched to the
+MIMIC-IV-ED stay of the same ``subject_id`` whose ``intime..outtime`` contains the image acquisition time
 (MIMIC-CXR-JPG ``StudyDate`` + ``StudyTime``), else to the stay nearest in time within a
 window (distance = gap between the acquisition time and the stay interval), else to none.
 The tables' paths and columns, with their sources (PhysioNet pages and versions), are
@@ -37,6 +38,7 @@ __all__ = [
     "TRIAGE_FIELDS",
     "MATCH_KINDS",
     "load_reflacx_clinical",
+    "load_mimic_cxr_clinical",
     "load_clinical_csv",
     "vindr_clinical_from_dicom",
     "load_vindr_clinical",
@@ -146,49 +148,35 @@ def _clean_stays(stays: pd.DataFrame, path: Path, skips: SkipLog) -> pd.DataFram
     return stays.assign(stay_gender=gender)[["subject_id", "stay_id", "intime", "outtime", "stay_gender"]]
 
 
-def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
-    """``{dicom_id: raw clinical record}`` of REFLACX images from MIMIC-IV-ED and MIMIC-IV.
-
-    Args:
-        root: dataset root holding ``mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz``,
-            ``mimic-iv-ed/ed/{edstays,triage}.csv.gz``, ``mimic-iv/hosp/patients.csv.gz``
-            (MIMIC-IV 1.0: ``mimic-iv/core/patients.csv.gz``), each gzipped as PhysioNet
-            ships it or unzipped (``.csv``), and ``reflacx/`` when ``dicom_ids`` is None;
-            default ``$CXR_DATASETS``/``./datasets``.
-        window_days: largest gap (days) between the image time and a stay not containing it.
-        dicom_ids: images to join; default every dicom_id of the REFLACX metadata.
-
-    Each record holds the triage values as the file has them (``temperature``,
-    ``heartrate``, ``resprate``, ``o2sat``, ``sbp``, ``dbp``, ``pain``, ``acuity``: floats,
-    text, or NaN, all NaN without a stay), ``chiefcomplaint``, ``age`` (anchor_age + study
-    year - anchor_year, NaN if the patient is unknown), ``gender`` (MIMIC-IV patients, else
-    the stay's), ``stay_id`` (int or None), ``match`` (``"inside"``, ``"nearest"``,
-    ``"none"``) and ``gap_hours`` (0 inside, None without a stay). Images absent from the
-    MIMIC-CXR-JPG metadata get no record (reported). Missing files or columns raise
-    :class:`DatasetFormatError`.
-    """
-    if window_days is None or not float(window_days) >= 0:
-        raise ValueError(f"load_reflacx_clinical: window_days must be >= 0, got {window_days!r}")
-    root = dataset_root(root)
+def _mimic_ed_files(root: Path, dataset: str) -> dict:
+    """The four tables of the MIMIC-IV-ED join under ``root`` (either spelling of each)."""
     try:
-        files = {
+        return {
             "metadata": find_table(root / MIMIC_CXR_JPG_DIR / MIMIC_CXR_METADATA),
             "edstays": find_table(root / EDSTAYS),
             "triage": find_table(root / TRIAGE),
             "patients": find_table(*(root / path for path in PATIENTS_PATHS)),
         }
     except DatasetFormatError as e:
-        raise DatasetFormatError(f"{e} (needed for REFLACX clinical data)") from e
-    if dicom_ids is None:
-        wanted = _reflacx_dicom_ids(root)
-    else:
-        wanted = list(dict.fromkeys(str(i).strip() for i in dicom_ids))
-    skips = SkipLog("REFLACX clinical")
+        raise DatasetFormatError(f"{e} (needed for {dataset} clinical data)") from e
 
+
+def _check_window(window_days, caller):
+    if window_days is None or not float(window_days) >= 0:
+        raise ValueError(f"{caller}: window_days must be >= 0, got {window_days!r}")
+
+
+def _join_mimic_ed(files: dict, wanted, window_days, dataset: str) -> dict:
+    """``{dicom_id: record}`` of the images ``wanted`` (dicom_ids, or None: every image of the
+    metadata table), joined as :func:`load_mimic_cxr_clinical` describes; ``dataset`` names
+    the images in the log."""
+    skips = SkipLog(f"{dataset} clinical")
     meta = _read(files["metadata"], _CXR_COLUMNS)
     meta["dicom_id"] = meta["dicom_id"].str.strip()
-    meta = meta[meta["dicom_id"].isin(set(wanted))].drop_duplicates("dicom_id")
-    for dicom_id in sorted(set(wanted) - set(meta["dicom_id"])):
+    if wanted is not None:
+        meta = meta[meta["dicom_id"].isin(set(wanted))]
+    meta = meta[meta["dicom_id"].notna() & (meta["dicom_id"] != "")].drop_duplicates("dicom_id")
+    for dicom_id in sorted(set(wanted or ()) - set(meta["dicom_id"])):
         skips.skip(f"image not in {files['metadata'].name} (no clinical record)", dicom_id)
     images = pd.DataFrame({
         "dicom_id": meta["dicom_id"],
@@ -246,10 +234,60 @@ def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
     skips.report(logger)
     kinds = pd.Series([r["match"] for r in table.values()]).value_counts()
     logger.info(
-        "REFLACX clinical: %d image(s): %d inside an ED stay, %d nearest stay within %s day(s), %d without a stay",
-        len(table), kinds.get("inside", 0), kinds.get("nearest", 0), window_days, kinds.get("none", 0),
+        "%s clinical: %d image(s): %d inside an ED stay, %d nearest stay within %s day(s), %d without a stay",
+        dataset, len(table), kinds.get("inside", 0), kinds.get("nearest", 0), window_days, kinds.get("none", 0),
     )
     return table
+
+
+def load_mimic_cxr_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
+    """``{dicom_id: raw clinical record}`` of MIMIC-CXR images from MIMIC-IV-ED and MIMIC-IV.
+
+    The join of the module docstring (MDF-Net's rule): each image, found by ``dicom_id`` in
+    the MIMIC-CXR-JPG metadata (``subject_id``, ``StudyDate`` + ``StudyTime``), takes the
+    MIMIC-IV-ED stay of its subject that contains the acquisition time, else the nearest
+    one within ``window_days``, else none; age and gender come from MIMIC-IV ``patients``.
+
+    Args:
+        root: dataset root holding ``mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz``,
+            ``mimic-iv-ed/ed/{edstays,triage}.csv.gz``, ``mimic-iv/hosp/patients.csv.gz``
+            (MIMIC-IV 1.0: ``mimic-iv/core/patients.csv.gz``), each gzipped as PhysioNet
+            ships it or unzipped (``.csv``); default ``$CXR_DATASETS``/``./datasets``.
+        window_days: largest gap (days) between the image time and a stay not containing it.
+        dicom_ids: images to join (e.g. those of a MIMIC-CXR label split); default every
+            image of the metadata table.
+
+    Each record holds the triage values as the file has them (``temperature``,
+    ``heartrate``, ``resprate``, ``o2sat``, ``sbp``, ``dbp``, ``pain``, ``acuity``: floats,
+    text, or NaN, all NaN without a stay), ``chiefcomplaint``, ``age`` (anchor_age + study
+    year - anchor_year, NaN if the patient is unknown), ``gender`` (MIMIC-IV patients, else
+    the stay's), ``stay_id`` (int or None), ``match`` (``"inside"``, ``"nearest"``,
+    ``"none"``) and ``gap_hours`` (0 inside, None without a stay). Images absent from the
+    metadata table get no record (reported). Missing files or columns raise
+    :class:`DatasetFormatError`; a negative window ValueError.
+    """
+    _check_window(window_days, "load_mimic_cxr_clinical")
+    files = _mimic_ed_files(dataset_root(root), "MIMIC-CXR")
+    wanted = None if dicom_ids is None else list(dict.fromkeys(str(i).strip() for i in dicom_ids))
+    return _join_mimic_ed(files, wanted, window_days, "MIMIC-CXR")
+
+
+def load_reflacx_clinical(root=None, window_days=7, dicom_ids=None) -> dict:
+    """``{dicom_id: raw clinical record}`` of REFLACX images from MIMIC-IV-ED and MIMIC-IV.
+
+    REFLACX's images are MIMIC-CXR images: the join and the records are those of
+    :func:`load_mimic_cxr_clinical`. ``dicom_ids``: images to join; default every dicom_id
+    of the REFLACX metadata (``reflacx/main_data/metadata_phase_{1,2,3}.csv``, needed then).
+    Missing files or columns raise :class:`DatasetFormatError`; a negative window ValueError.
+    """
+    _check_window(window_days, "load_reflacx_clinical")
+    root = dataset_root(root)
+    files = _mimic_ed_files(root, "REFLACX")
+    if dicom_ids is None:
+        wanted = _reflacx_dicom_ids(root)
+    else:
+        wanted = list(dict.fromkeys(str(i).strip() for i in dicom_ids))
+    return _join_mimic_ed(files, wanted, window_days, "REFLACX")
 
 
 def load_clinical_csv(path, key="dicom_id") -> dict:
@@ -321,17 +359,27 @@ def load_vindr_clinical(root=None, image_ids=None) -> dict:
 def load_clinical_table(source, dataset, root=None, window_days=7, keys=None):
     """``(table, record key)`` for ``cfg.CXR.CLINICAL.SOURCE`` and a dataset name.
 
-    ``source``: ``"mimic-iv-ed"`` (REFLACX), ``"dicom"`` (VinDr headers), or the path of a
-    CSV (plain or gzipped) keyed by ``dicom_id`` (VinDr: ``image_id`` if the CSV has that column). ``keys``:
-    image keys to load (default all). The record key is the dataset dict field to join on.
+    ``dataset``: ``"reflacx"``, ``"mimic_cxr"`` (MIMIC-CXR-JPG image labels) or ``"vindr"``.
+    ``source``: ``"mimic-iv-ed"`` (REFLACX and MIMIC-CXR: :func:`load_reflacx_clinical`,
+    :func:`load_mimic_cxr_clinical`), ``"dicom"`` (VinDr headers), or the path of a CSV
+    (plain or gzipped) keyed by ``dicom_id`` (VinDr: ``image_id`` if the CSV has that
+    column). ``keys``: image keys to load (default: every REFLACX image, every image of the
+    MIMIC-CXR-JPG metadata, every VinDr DICOM; a CSV is read whole). The record key is the
+    dataset dict field to join on. Raises ValueError for an unknown dataset or a source that
+    does not apply to it.
     """
     dataset = str(dataset).lower()
-    if dataset not in ("reflacx", "vindr"):
-        raise ValueError(f"clinical data: unknown dataset {dataset!r} (reflacx or vindr)")
-    record_key = "dicom_id" if dataset == "reflacx" else "vindr_image_id"
+    if dataset not in ("reflacx", "mimic_cxr", "vindr"):
+        raise ValueError(f"clinical data: unknown dataset {dataset!r} (reflacx, mimic_cxr or vindr)")
+    record_key = "vindr_image_id" if dataset == "vindr" else "dicom_id"
     if source == "mimic-iv-ed":
-        if dataset != "reflacx":
-            raise ValueError("clinical SOURCE 'mimic-iv-ed' applies to REFLACX only (VinDr: 'dicom' or a CSV)")
+        if dataset == "vindr":
+            raise ValueError(
+                "clinical SOURCE 'mimic-iv-ed' joins MIMIC-CXR images: it applies to mimic_cxr and REFLACX only "
+                "(VinDr: 'dicom' or a CSV)"
+            )
+        if dataset == "mimic_cxr":
+            return load_mimic_cxr_clinical(root, window_days=window_days, dicom_ids=keys), record_key
         return load_reflacx_clinical(root, window_days=window_days, dicom_ids=keys), record_key
     if source == "dicom":
         if dataset != "vindr":
