@@ -8,8 +8,9 @@ dataset has its own splits (:data:`DATASET_SPLITS`; CheXpert's ``valid`` is the 
 ``valid.csv``, its ``val`` a patient-level split of ``train.csv``). Names are fixed, as
 detectron2's ``builtin.py`` names COCO's. Nothing is registered at import: a tool or script
 calls :func:`register_from_config` (what ``tools/train_net.py`` does) or
-:func:`register_cxr_datasets` (defaults), and nothing is read until a split is requested, so
-a dataset whose files are absent registers and fails only when loaded.
+:func:`register_cxr_datasets` (defaults), and no file is read until a split is requested (the
+folder of classes lists its class folders, when present, for ``thing_classes``), so a dataset
+whose files are absent registers and fails only when loaded.
 
 A registered name means one thing. Its content is fully determined by the options it was
 registered with (dataset root, the registrar's options from ``cfg.CXR.<DATASET>``, clinical
