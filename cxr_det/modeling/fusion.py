@@ -35,8 +35,10 @@ SPATIAL_DECODERS = ("tile", "deconv")
 
 
 def fusion_enabled(cfg) -> bool:
-    """Whether ``cfg.CXR.FUSION`` asks for any fusion (else the models are the stock ones)."""
-    return cfg.CXR.FUSION.SPATIAL != "none" or bool(cfg.CXR.FUSION.ROI)
+    """Whether ``cfg.CXR.FUSION`` asks for any fusion (``SPATIAL``, ``ROI`` or, for image
+    classifiers, ``POOLED``); else the models are the stock / image-only ones."""
+    fusion = cfg.CXR.FUSION
+    return fusion.SPATIAL != "none" or bool(fusion.ROI) or bool(fusion.POOLED)
 
 
 def clinical_vector_dim(cfg) -> int:
