@@ -220,7 +220,8 @@ def add_dataset_config(cfg):
     # "multi_label" (image_labels_*.csv: the local and global labels) or "abnormal" (binary:
     # "No finding" vs any finding; also from the Kaggle train.csv).
     _C.CXR.VINDR_LABELS.TASK = "multi_label"
-    # Labels of the multi-label task (VinDr names); empty: the 6 global diagnoses.
+    # Labels of the multi-label task (VinDr names); empty: every label column of the file
+    # (the 22 local labels then the 6 global diagnoses, as image_labels_*.csv orders them).
     _C.CXR.VINDR_LABELS.LABELS = []
     # How the 3 radiologists' labels of a training image combine: "majority" or "any".
     _C.CXR.VINDR_LABELS.READERS = "majority"

@@ -1,6 +1,6 @@
 """Clinical data per image, the data side of clinical fusion.
 
-* :mod:`.tables`: raw records (REFLACX joined to MIMIC-IV-ED/MIMIC-IV, VinDr DICOM headers,
+* :mod:`.tables`: raw records (REFLACX and MIMIC-CXR joined to MIMIC-IV-ED/MIMIC-IV, VinDr DICOM headers,
   user CSVs) and :func:`attach_clinical`, which adds them to dataset dicts as ``"clinical"``.
 * :mod:`.cleaning`: parsing of dirty values, Celsius conversion, the per-feature ranges table.
 * :mod:`.features`: :class:`ClinicalFeaturizer` (cleaning, imputation, normalisation,
@@ -26,6 +26,7 @@ from .tables import (
     attach_clinical,
     load_clinical_csv,
     load_clinical_table,
+    load_mimic_cxr_clinical,
     load_reflacx_clinical,
     load_vindr_clinical,
     vindr_clinical_from_dicom,
@@ -45,6 +46,7 @@ __all__ = [
     "clean_numeric",
     "load_clinical_csv",
     "load_clinical_table",
+    "load_mimic_cxr_clinical",
     "load_reflacx_clinical",
     "load_vindr_clinical",
     "parse_number",
