@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 # torch/torchvision tested together here; the CPU torch wheel on disk must never be picked
 # (PyPI's torchvision cannot run its ops beside it).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Grad-CAM (cxr_det.utils.saliency), installed with --no-deps: what it imports (torch, torchvision,
+# OpenCV, scikit-learn, matplotlib) is installed above, and pip must neither re-resolve the
+# pinned torch nor bring in opencv-python, whose cv2 would clash with opencv-python-headless.
+GRADCAM_PINS := grad-cam==1.5.7 ttach==0.0.3
 DEMO_ROOT ?= datasets/synthetic
 DEMO_IMAGES ?= 480
 DEMO_OUT ?= output/demo_clinical
@@ -19,6 +23,7 @@ $(VENV)/.setup-done: setup.py Makefile tools/install_detectron2.py
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install --quiet -e '.[test]' $(TORCH_PINS)
+	$(PY) -m pip install --quiet --no-deps $(GRADCAM_PINS)
 	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; \
 	  nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5); \
 	  import cxr_det; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
