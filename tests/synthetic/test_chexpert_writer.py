@@ -1,16 +1,20 @@
 """Synthetic CheXpert-v1.0-small: layout as shipped, rare cells present, deterministic."""
 import csv
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
 from cxr_det.synthetic.chexpert_writer import make_chexpert
+from helpers import ROOT, load_tool
 
 HEADER = (
     "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
     "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
     "Pleural Effusion,Pleural Other,Fracture,Support Devices"
 ).split(",")
+CHEXPERT_META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 
 
 def _digest(root):
@@ -61,3 +65,64 @@ def test_refuses_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError):
         make_chexpert(tmp_path, 2, seed=0)
 
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_label_rule_and_summary(tmp_path):
+    """Prevalences 8-55% per observation, "No Finding" only without a pathology, counts as summarised."""
+    from cxr_det.formats.chexpert_format import CHEXPERT_OBSERVATIONS
+
+    s = make_chexpert(tmp_path, 150, seed=2, size=16)
+    rows = _rows(tmp_path / "chexpert" / "CheXpert-v1.0-small" / "train.csv")
+    assert len(rows) == s["train_rows"]
+    for name in CHEXPERT_OBSERVATIONS:
+        cells = [r[name] for r in rows]
+        counts = s["label_counts"]["train"][name]
+        assert counts == {"positive": cells.count("1.0"), "negative": cells.count("0.0"),
+                          "uncertain": cells.count("-1.0"), "blank": cells.count("")}
+        assert 0.08 < (counts["positive"] + counts["uncertain"]) / len(rows) < 0.55, name
+    pathologies = [n for n in CHEXPERT_OBSERVATIONS if n not in ("No Finding", "Support Devices")]
+    for r in rows:
+        sick = any(r[n] in ("1.0", "-1.0") for n in pathologies)
+        assert r["No Finding"] == ("" if sick else "1.0")
+    valid = _rows(tmp_path / "chexpert" / "CheXpert-v1.0-small" / "valid.csv")
+    for r in valid:
+        sick = any(r[n] == "1.0" for n in pathologies)
+        assert r["No Finding"] == ("0.0" if sick else "1.0")
+
+
+def test_images_of_a_study_show_its_findings(tmp_path):
+    """Frontal and lateral images of one study are different pictures with the same labels."""
+    import cv2
+
+    make_chexpert(tmp_path, 1, seed=0, size=32, n_valid_patients=0)
+    rows = _rows(tmp_path / "chexpert" / "CheXpert-v1.0-small" / "train.csv")
+    by_study = {}
+    for r in rows:
+        by_study.setdefault(r["Path"].rsplit("/", 1)[0], []).append(r)
+    study = next(v for v in by_study.values() if len(v) == 2)  # patient 1 always has a lateral
+    assert [r["Frontal/Lateral"] for r in study] == ["Frontal", "Lateral"]
+    assert [v for k, v in study[0].items() if k not in CHEXPERT_META] == [v for k, v in study[1].items() if k not in CHEXPERT_META]
+    a, b = (cv2.imread(str(tmp_path / "chexpert" / r["Path"]), cv2.IMREAD_GRAYSCALE) for r in study)
+    assert a is not None and b is not None and (a.shape != b.shape or (a != b).any())
+
+
+def test_make_synthetic_cli(tmp_path, capsys):
+    """tools/make_synthetic.py --format chexpert writes the layout and prints the label table;
+    a missing --patients or a layout of another format is a usage error."""
+    tool = [sys.executable, str(ROOT / "tools" / "make_synthetic.py")]
+    done = subprocess.run(tool + ["--format", "chexpert", "--out", str(tmp_path), "--patients", "5", "--size", "16",
+                                  "--seed", "3"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train.csv rows" in done.stdout and "prevalence" in done.stdout and "Atelectasis" in done.stdout
+    assert (tmp_path / "chexpert" / "CheXpert-v1.0-small" / "valid.csv").is_file()
+    parse_args = load_tool("make_synthetic").parse_args
+    for args, message in ((["--format", "chexpert", "--out", "x"], "needs --patients"),
+                          (["--format", "chexpert", "--out", "x", "--patients", "2", "--layout", "flat"], "does not apply")):
+        with pytest.raises(SystemExit):
+            parse_args(args)
+        assert message in capsys.readouterr().err

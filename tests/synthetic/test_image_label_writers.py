@@ -1,13 +1,21 @@
-"""Synthetic image-level classification writers: layouts as shipped, disagreements, determinism."""
+"""Synthetic image-level classification writers: layouts as shipped, disagreements, labels that
+follow the painted lesions, DICOM folders, determinism."""
 import csv
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxr_det.data.datasets.common import SkipLog
 from cxr_det.data.datasets.image_folder import load_image_folder
 from cxr_det.data.datasets.vindr_image_labels import load_vindr_image_labels
+from cxr_det.data.image_io import read_gray
+from cxr_det.formats.vindr_format import VINDR_LOCAL_LABELS
 from cxr_det.synthetic.image_label_writers import COVID_CLASSES, make_image_folder, make_vindr_image_labels
+from helpers import ROOT
 
 
 def digest(root):
@@ -71,3 +79,68 @@ def test_image_folder_deterministic_and_safe(tmp_path):
         make_image_folder(tmp_path / "c", "x", 2, seed=4)
     with pytest.raises(ValueError, match="layout"):
         make_image_folder(tmp_path / "d", "x", 2, seed=4, layout="nested")
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_vindr_local_labels_follow_the_boxes(tmp_path):
+    """Without added disagreement, each reader's local labels are the classes they boxed (the
+    painted lesions), "No finding" an image they boxed nothing on; the summary counts agree."""
+    summary = make_vindr_image_labels(tmp_path, 24, seed=3, size=32, disagreement=0.0)
+    ann = tmp_path / "vindr-cxr" / "annotations"
+    for split, key in (("train", ("image_id", "rad_id")), ("test", ("image_id",))):
+        boxed = {}
+        for r in rows(ann / f"annotations_{split}.csv"):
+            found = boxed.setdefault(tuple(r[k] for k in key), set())
+            if r["class_name"] != "No finding":
+                found.add(r["class_name"])
+        labels = rows(ann / f"image_labels_{split}.csv")
+        assert len(labels) == len(boxed)
+        for r in labels:
+            local = {name for name in VINDR_LOCAL_LABELS if r[name] == "1"}
+            assert local == boxed[tuple(r[k] for k in key)]
+            assert r["No finding"] == ("0" if local else "1")
+    info = summary["image_labels"]
+    assert info["images_with_a_disagreeing_reader"] == 0
+    assert info["train_positives_majority"]["No finding"] + sum(
+        1 for r in load_vindr_image_labels(tmp_path, "train", task="abnormal", val_fraction=0.0) if r["label"] == 1
+    ) == info["train_images"]
+    assert sum(int(r["No finding"]) for r in rows(ann / "image_labels_test.csv")) == info["test_positives"]["No finding"]
+
+
+@pytest.mark.parametrize("layout", ["split", "flat"])
+def test_image_folder_dicom_reads_back_as_the_png(tmp_path, layout):
+    """image_format="dicom" writes 12-bit DICOMs whose window shows the picture the PNG holds;
+    "mixed" gives all three kinds, read by the registrar."""
+    make_image_folder(tmp_path / "p", "x", 2, seed=1, layout=layout, image_format="png")
+    make_image_folder(tmp_path / "d", "x", 2, seed=1, layout=layout, image_format="dicom")
+    png = load_image_folder(tmp_path / "p", "x", "all", val_fraction=0.0)
+    dcm = load_image_folder(tmp_path / "d", "x", "all", val_fraction=0.0)
+    assert [r["class_name"] for r in png] == [r["class_name"] for r in dcm] and all(r["file_name"].endswith(".dcm") for r in dcm)
+    for a, b in zip(png, dcm):
+        diff = read_gray(a["file_name"]).astype(int) - read_gray(b["file_name"]).astype(int)
+        assert np.abs(diff).max() <= 1
+    s = make_image_folder(tmp_path / "m", "x", 3, seed=1, layout=layout, image_format="mixed")
+    mixed = load_image_folder(tmp_path / "m", "x", "all", val_fraction=0.0)
+    assert {Path(r["file_name"]).suffix for r in mixed} == {".png", ".jpeg", ".dcm"} and len(mixed) == s["images"]
+    with pytest.raises(ValueError, match="image_format"):
+        make_image_folder(tmp_path / "z", "x", 1, seed=1, image_format="tiff")
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--format", "vindr-labels", "--images", "6", "--size", "32", "--disagreement", "0.5"],
+     ["vindr-cxr/annotations/image_labels_train.csv", "vindr-cxr/annotations/image_labels_test.csv"]),
+    (["--format", "folder", "--images", "3", "--layout", "flat", "--name", "covid", "--classes", "A,B",
+      "--image-format", "mixed"], ["covid/A/images/A-2.dcm", "covid/B/masks/B-0.png", "covid/B.metadata.csv"]),
+])
+def test_make_synthetic_cli(tmp_path, args, expect):
+    """tools/make_synthetic.py --format vindr-labels / folder write their layouts and print counts."""
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic.py"), "--out", str(tmp_path)] + args,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "files written" in done.stdout
+    for rel in expect:
+        assert (tmp_path / rel).is_file(), rel
