@@ -29,14 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cxr_det.data.image_io import read_image, read_options_from_config
-from cxr_det.engine.inference import (
-    InputImage,
-    check_clinical_record,
-    clinical_values_used,
-    dicom_clinical_record,
-    is_blank_value,
-    output_stems,
-)
+from cxr_det.engine.inference import InputImage, clinical_entry, output_stems
+from cxr_det.engine.predict_files import input_problem_lines, read_input
 from cxr_det.evaluation.classification import (
     MULTI_LABEL,
     THRESHOLDS_FILE,
@@ -153,11 +147,6 @@ def decision_rule(cfg, class_names: Sequence[str], task: str) -> DecisionRule:
     return DecisionRule(task, names, thresholds, source=path, rule=how)
 
 
-def _clinical_block(clinical_raw, clinical_problems, featurizer) -> dict:
-    raw = None if clinical_raw is None else {k: (None if is_blank_value(v) else v) for k, v in clinical_raw.items()}
-    return {"raw": raw, "used": clinical_values_used(clinical_raw, featurizer), "problems": list(clinical_problems)}
-
-
 def classification_record(key: str, scores, rule: DecisionRule, height: int, width: int,
                           clinical_raw=None, clinical_problems=(), featurizer=None) -> dict:
     """One image's classification, ready for ``json.dump``; the layout of the detection
@@ -192,7 +181,7 @@ def classification_record(key: str, scores, rule: DecisionRule, height: int, wid
     else:
         result["decided_class"] = names[decided]
     if featurizer is not None:
-        result["clinical"] = _clinical_block(clinical_raw, clinical_problems, featurizer)
+        result["clinical"] = clinical_entry(clinical_raw, clinical_problems, featurizer)
     return result
 
 
@@ -299,23 +288,12 @@ def predict_classification_files(predictor, cfg, images: Sequence[InputImage], c
     stems = output_stems(output_dir, [image.key for image in images])
     everything, skipped = [], {}
     for image in tqdm(images, desc="classifying"):
-        record = clinical[image.key]
-        try:
-            pixels = read_image(image.path, "RGB", **read_options)
-            if from_dicom:
-                header = dicom_clinical_record(image.path)
-                if header is not None:
-                    record = {**header, **(record or {})}
-            inputs = predictor.inputs(image.path, record)
-        except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
-            skipped[image.key] = f"{type(e).__name__}: {e}"
-            problems.pop(image.key, None)
-            logger.warning(f"{image.path}: skipped ({e})")
+        read = read_input(image, "RGB", read_options, clinical[image.key], featurizer, problems, skipped,
+                          from_dicom=from_dicom)
+        if read is None:
             continue
-        if from_dicom:
-            found = check_clinical_record(record, featurizer, fields=False)
-            if found:
-                problems[image.key] = found
+        pixels, record = read
+        inputs = predictor.inputs(image.path, record)
         scores = predictor(inputs)["scores"].numpy()
         result = classification_record(image.key, scores, rule, pixels.shape[0], pixels.shape[1], record,
                                        problems.get(image.key, ()), featurizer)
@@ -394,16 +372,7 @@ def classification_report_lines(summary: dict, records: Sequence[dict], output_d
     else:
         counts = {n: sum(r["decided_class"] == n for r in records) for n in rule.class_names}
         lines.append("images per decided class: " + ", ".join(f"{n} {k}" for n, k in counts.items()))
-    skipped = summary["skipped"]
-    if skipped:
-        lines.append(f"{len(skipped)} file(s) skipped (unreadable):")
-        lines += [f"  {key}: {why}" for key, why in skipped.items()]
-    lines += [f"--clinical {clinical_file}: {problem}" for problem in summary["clinical_file_problems"]]
-    problems = summary["clinical_problems"]
-    if problems:
-        lines.append(f"clinical input problems in {len(problems)} image(s) (see summary.json; --strict makes them errors):")
-        lines += [f"  {key}: {'; '.join(found)}" for key, found in list(problems.items())[:10]]
-    return lines
+    return lines + input_problem_lines(summary, clinical_file)
 
 
 def describe_classifier(rule: DecisionRule) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "clinical_values_used",
     "is_blank_value",
     "prediction_record",
+    "clinical_entry",
 ]
 
 logger = logging.getLogger(__name__)
@@ -370,10 +371,15 @@ def prediction_record(key: str, instances, class_names: Sequence[str], height: i
         "image_scores": {name: round(float(per_class[0, c]), 4) for c, name in enumerate(class_names)},
     }
     if featurizer is not None:
-        raw = None if clinical_raw is None else {k: (None if is_blank_value(v) else v) for k, v in clinical_raw.items()}
-        result["clinical"] = {"raw": raw, "used": clinical_values_used(clinical_raw, featurizer),
-                              "problems": list(clinical_problems)}
+        result["clinical"] = clinical_entry(clinical_raw, clinical_problems, featurizer)
     return result
+
+
+def clinical_entry(clinical_raw, clinical_problems, featurizer) -> dict:
+    """The ``"clinical"`` entry of a prediction record (detection or classification):
+    ``{"raw" (blank values as None), "used" (:func:`clinical_values_used`), "problems"}``."""
+    raw = None if clinical_raw is None else {k: (None if is_blank_value(v) else v) for k, v in clinical_raw.items()}
+    return {"raw": raw, "used": clinical_values_used(clinical_raw, featurizer), "problems": list(clinical_problems)}
 
 
 def output_stems(output_dir: str, keys: Sequence[str]) -> Dict[str, str]:

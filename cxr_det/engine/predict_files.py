@@ -27,7 +27,8 @@ from cxr_det.engine.inference import (
 )
 from cxr_det.utils.drawing_files import prediction_drawing
 
-__all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files", "write_outputs", "report_lines"]
+__all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files", "read_input", "write_outputs", "report_lines",
+           "input_problem_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,21 +106,11 @@ def predict_files(predictor, cfg, images: Sequence[InputImage], clinical: Dict[s
     stems = output_stems(output_dir, [image.key for image in images])
     everything, skipped = [], {}
     for image in tqdm(images, desc="predicting"):
-        try:
-            pixels = read_image(image.path, cfg.INPUT.FORMAT, **read_options_from_config(cfg))
-        except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
-            skipped[image.key] = f"{type(e).__name__}: {e}"
-            problems.pop(image.key, None)
-            logger.warning(f"{image.path}: skipped ({e})")
+        read = read_input(image, cfg.INPUT.FORMAT, read_options_from_config(cfg), clinical[image.key], featurizer,
+                          problems, skipped, from_dicom=from_dicom)
+        if read is None:
             continue
-        record = clinical[image.key]
-        if from_dicom:
-            header = dicom_clinical_record(image.path)
-            if header is not None:
-                record = {**header, **(record or {})}
-            found = check_clinical_record(record, featurizer, fields=False)
-            if found:
-                problems[image.key] = found
+        pixels, record = read
         instances = predictor(pixels, record)["instances"].to("cpu")
         result = prediction_record(image.key, instances, class_names, pixels.shape[0], pixels.shape[1],
                                    record, problems.get(image.key, ()), featurizer)
@@ -131,6 +122,38 @@ def predict_files(predictor, cfg, images: Sequence[InputImage], clinical: Dict[s
         drawn = prediction_drawing(rgb, result, class_names, image.key, conf_threshold, max_drawn)
         cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
     return everything, skipped
+
+
+def read_input(image: InputImage, image_format: str, read_options: dict, record: Optional[dict], featurizer,
+               problems: Dict[str, List[str]], skipped: Dict[str, str], *, from_dicom: bool = False):
+    """One input's pixels and clinical record for prediction, or None for an unreadable file.
+
+    Args:
+        image: the input; image_format: ``INPUT.FORMAT`` of the pixels; read_options:
+            :func:`~cxr_det.data.image_io.read_options_from_config`.
+        record: its raw clinical record or None; featurizer: the model's (or None).
+        problems: ``{key: messages}``, updated (an unreadable file's removed, a DICOM header
+            record checked); skipped: ``{key: why}``, where an unreadable file is added.
+        from_dicom: merge ``{"age", "gender"}`` from a DICOM header under ``record``.
+
+    Returns:
+        ``(pixels HxWxC uint8, record)`` or None (the file skipped, named and logged).
+    """
+    try:
+        pixels = read_image(image.path, image_format, **read_options)
+    except Exception as e:  # noqa: BLE001 - a bad file is skipped, named and counted
+        skipped[image.key] = f"{type(e).__name__}: {e}"
+        problems.pop(image.key, None)
+        logger.warning(f"{image.path}: skipped ({e})")
+        return None
+    if from_dicom:
+        header = dicom_clinical_record(image.path)
+        if header is not None:
+            record = {**header, **(record or {})}
+        found = check_clinical_record(record, featurizer, fields=False)
+        if found:
+            problems[image.key] = found
+    return pixels, record
 
 
 def write_outputs(output_dir: str, images: Sequence[InputImage], records: Sequence[dict], skipped: Dict[str, str],
@@ -162,6 +185,13 @@ def report_lines(summary: dict, records: Sequence[dict], output_dir: str, conf_t
     empty = sum(not r["instances"] for r in records)
     if empty:
         lines.append(f"{empty} image(s) have no finding scoring >= {conf_threshold} (--conf-threshold sets the cut)")
+    return lines + input_problem_lines(summary, clinical_file)
+
+
+def input_problem_lines(summary: dict, clinical_file: str = "") -> List[str]:
+    """The end of ``tools/predict.py``'s report, detection or classification: skipped files,
+    clinical problems of the file and of the first 10 images (:func:`write_outputs`' summary)."""
+    lines = []
     skipped = summary["skipped"]
     if skipped:
         lines.append(f"{len(skipped)} file(s) skipped (unreadable):")

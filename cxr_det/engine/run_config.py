@@ -41,6 +41,15 @@ def _flatten(node, prefix=""):
     return out
 
 
+# Keys of CXR.CLASSIFIER read by training only (the loss, its weights, the starting weights).
+CLASSIFIER_TRAINING_KEYS = tuple(f"CXR.CLASSIFIER.{k}" for k in (
+    "LOSS", "FOCAL_GAMMA", "FOCAL_ALPHA", "POS_WEIGHT", "POS_WEIGHT_VALUES", "CLASS_WEIGHT",
+    "CLASS_WEIGHT_VALUES", "LABEL_SMOOTHING", "TORCHVISION.WEIGHTS"))
+# The label sets of the classification datasets (what a classifier's outputs mean).
+CLASSIFICATION_LABEL_KEYS = ("CXR.CHEXPERT.LABELS", "CXR.MIMIC_CXR.LABELS", "CXR.VINDR_LABELS.LABELS",
+                             "CXR.VINDR_LABELS.TASK", "CXR.IMAGE_FOLDER.CLASSES")
+
+
 def model_defining_keys(cfg) -> List[str]:
     """Config keys (dotted) that shape the model's parameters or its inputs' meaning.
 
@@ -48,7 +57,9 @@ def model_defining_keys(cfg) -> List[str]:
     ``MODEL.DEVICE`` and the test-time keys ending in ``_TEST``; ``INPUT.FORMAT``;
     ``CXR.FUSION.*``; ``CXR.MOBILENET.*`` except ``PRETRAINED``; the clinical feature set
     (``CXR.CLINICAL.ENABLED/NUMERIC/CATEGORICAL/CATEGORICAL_SIZES``); the class sets
-    (``CXR.REFLACX.CLASSES``, ``CXR.VINDR.CLASSES``).
+    (``CXR.REFLACX.CLASSES``, ``CXR.VINDR.CLASSES``, and the label sets of the classification
+    datasets); the classifier's ``CXR.CLASSIFIER.*`` except what only training reads (the
+    loss and its weights, the pretrained weights to start from: :data:`CLASSIFIER_TRAINING_KEYS`).
     """
     keys = []
     for key in _flatten(cfg):
@@ -61,7 +72,9 @@ def model_defining_keys(cfg) -> List[str]:
         elif key.startswith("CXR.MOBILENET.") and key != "CXR.MOBILENET.PRETRAINED":
             keys.append(key)
         elif key in ("CXR.CLINICAL.ENABLED", "CXR.CLINICAL.NUMERIC", "CXR.CLINICAL.CATEGORICAL",
-                     "CXR.CLINICAL.CATEGORICAL_SIZES"):
+                     "CXR.CLINICAL.CATEGORICAL_SIZES") or key in CLASSIFICATION_LABEL_KEYS:
+            keys.append(key)
+        elif key.startswith("CXR.CLASSIFIER.") and key not in CLASSIFIER_TRAINING_KEYS:
             keys.append(key)
     return keys
 
@@ -195,8 +208,10 @@ def class_names_of(cfg) -> List[str]:
         classes = MetadataCatalog.get(name).get("thing_classes")
         if classes:
             return list(classes)
-    head = "RETINANET" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE else "ROI_HEADS"
     logger.warning("no class names in the checkpoint or the datasets; using 'class <i>'")
+    if cfg.CXR.CLASSIFIER.NUM_CLASSES and "Classifier" in cfg.MODEL.META_ARCHITECTURE:
+        return [f"class {i}" for i in range(cfg.CXR.CLASSIFIER.NUM_CLASSES)]
+    head = "RETINANET" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE else "ROI_HEADS"
     return [f"class {i}" for i in range(cfg.MODEL[head].NUM_CLASSES)]
 
 
