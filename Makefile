@@ -13,8 +13,13 @@ DEMO_ROOT ?= datasets/synthetic
 DEMO_IMAGES ?= 480
 DEMO_OUT ?= output/demo_clinical
 DEMO_CONFIG ?= configs/demo/faster_rcnn_MNv3_FPN_reflacx_synthetic_clinical.yaml
+# make demo-classification: synthetic CheXpert (its own root: the generator owns chexpert/)
+CLS_ROOT ?= datasets/synthetic_chexpert
+CLS_PATIENTS ?= 600
+CLS_OUT ?= output/demo_classification/clinical
+CLS_CONFIG ?= configs/demo/classifier_R18_chexpert_synthetic_clinical.yaml
 
-.PHONY: setup browser test demo clean
+.PHONY: setup browser test demo demo-classification clean
 
 setup: $(VENV)/.setup-done
 
@@ -44,6 +49,14 @@ demo: setup
 	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT)
 	CXR_DATASETS=$(DEMO_ROOT) $(PY) tools/visualize_json_results.py --config-file $(DEMO_CONFIG) --dataset reflacx_val \
 	  --input $(DEMO_OUT)/inference/reflacx_val/coco_instances_results.json --output $(DEMO_OUT)/predictions
+
+# Classifier demo: synthetic CheXpert, train the Age/Sex-fused ResNet-18 (evaluation with ROC and
+# PR curves under $(CLS_OUT)/inference/), then Grad-CAM pictures of the test split.
+demo-classification: setup
+	$(PY) tools/make_synthetic.py --format chexpert --out $(CLS_ROOT) --patients $(CLS_PATIENTS) --size 64 --seed 0
+	CXR_DATASETS=$(CLS_ROOT) $(PY) tools/train_net.py --config-file $(CLS_CONFIG) OUTPUT_DIR $(CLS_OUT)
+	CXR_DATASETS=$(CLS_ROOT) $(PY) tools/visualize_saliency.py --run $(CLS_OUT) --dataset chexpert_valid \
+	  --max-images 12 --output $(CLS_OUT)/gradcam
 
 clean:
 	rm -rf $(VENV) output

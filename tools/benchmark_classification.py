@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: does clinical data help a classifier? Image-only vs clinical twin on synthetic CheXpert.
 
-    tools/benchmark_classification.py [--root datasets/synthetic_chexpert] [--patients 600] [--size 96]
+    tools/benchmark_classification.py [--root datasets/synthetic_chexpert] [--patients 600] [--size 64]
         [--iters 600] [--split chexpert_valid] [--bootstrap 1000] [--output output/benchmark_classification]
 
 Generates the synthetic CheXpert data if the root has none, trains both twins of the
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="datasets/synthetic_chexpert", help="synthetic CheXpert root (made if absent)")
     parser.add_argument("--patients", type=int, default=600, help="training patients to generate when --root is absent")
-    parser.add_argument("--size", type=int, default=96, help="image side of the generated data (pixels)")
+    parser.add_argument("--size", type=int, default=64, help="image side of the generated data (pixels)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iters", type=int, default=0, help="training iterations (0: the configs' SOLVER.MAX_ITER)")
     parser.add_argument("--split", default="chexpert_valid", help="dataset to evaluate on")

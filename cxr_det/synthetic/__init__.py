@@ -2,8 +2,14 @@
 
 :func:`make_reflacx` writes REFLACX with its MIMIC-CXR-JPG images and MIMIC-IV-ED /
 MIMIC-IV clinical tables; :func:`make_vindr` writes VinDr-CXR DICOMs and annotations in
-the PhysioNet or Kaggle layout. Both are deterministic in their seed, so tests and the
-demo run on files shaped exactly like the credentialed originals.
+the PhysioNet or Kaggle layout. For image-level classification,
+:func:`~.chexpert_writer.make_chexpert` writes CheXpert v1.0,
+:func:`~.mimic_labels_writer.make_mimic_cxr_labels` the MIMIC-CXR-JPG label tables (with
+MIMIC-IV-ED / MIMIC-IV tables to join), and :mod:`.image_label_writers` VinDr-CXR image
+labels and folders of classes; their images show their findings, except Atelectasis, which
+depends on the patient's age alone (:mod:`.finding_labels`), so that the benefit of
+clinical data is measurable. All are deterministic in their seed, so tests and the demos
+run on files shaped exactly like the credentialed originals.
 
 Not imported by ``cxr_det`` or ``cxr_det.data``: only the tests, ``tools/make_synthetic.py``
 and the demo need it. Modules:
@@ -14,7 +20,10 @@ and the demo need it. Modules:
   files hold; :mod:`.dicom_writer`: DICOM encoding;
 * :mod:`.anatomy` (background, anatomy, shape primitives), :mod:`.painters` and
   :mod:`.lung_painters` (one painter per lesion pattern), :mod:`.render` (painter tables,
-  composition).
+  composition);
+* :mod:`.finding_labels` (which observations a synthetic study has, the clinical-only label)
+  and :mod:`.finding_painters` (the CheXpert observations drawn on an image);
+  :mod:`.chexpert_writer`, :mod:`.mimic_labels_writer`, :mod:`.image_label_writers`.
 """
 from cxr_det.synthetic.anatomy import render_background
 from cxr_det.synthetic.dicom_writer import write_dicom

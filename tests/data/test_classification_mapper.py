@@ -69,8 +69,8 @@ def test_multi_label_targets_become_float_tensors_and_the_input_is_untouched(tmp
     }
     before = copy.deepcopy(record)
     out = ClassificationDatasetMapper(_cfg(), is_train=True)(record)
-    assert out["labels"].dtype == torch.float32 and out["labels"].tolist() == [1.0, 0.0, 1.0]
-    assert out["label_weights"].dtype == torch.float32 and out["label_weights"].tolist() == [1.0, 0.0, 1.0]
+    assert out["labels"].dtype == np.float32 and out["labels"].tolist() == [1.0, 0.0, 1.0]
+    assert out["label_weights"].dtype == np.float32 and out["label_weights"].tolist() == [1.0, 0.0, 1.0]
     assert out["clinical"] == {"age": 63.0, "sex": "Male"}  # clinical off: the raw record passes through
     assert record == before and "image" not in record
 
@@ -84,7 +84,7 @@ def test_labels_without_weights_get_weight_one(tmp_path):
 def test_single_label_target_is_an_int64_scalar(tmp_path):
     record = {"file_name": str(_write(tmp_path, ".png")), "image_id": 1, "label": 2, "class_name": "Pneumonia"}
     out = ClassificationDatasetMapper(_cfg(), is_train=True)(record)
-    assert out["label"].dtype == torch.int64 and out["label"].shape == () and int(out["label"]) == 2
+    assert out["label"].dtype == np.int64 and out["label"].shape == () and int(out["label"]) == 2
     assert out["class_name"] == "Pneumonia"
 
 
@@ -166,9 +166,9 @@ def test_clinical_records_become_the_featurizer_tensors(tmp_path):
     mapper = ClassificationDatasetMapper(cfg, is_train=False)
     path = str(_write(tmp_path, ".png"))
     seen = mapper({"file_name": path, "image_id": 1, "clinical": {"age": 80.0, "sex": "Female"}})["clinical"]
-    assert seen["numeric"].dtype == torch.float32 and seen["numeric"].shape == (1,)
+    assert seen["numeric"].dtype == np.float32 and seen["numeric"].shape == (1,)
     assert seen["missing"].tolist() == [0.0] and seen["numeric"].item() > 0.5  # 80 is above the mean of 60
-    assert seen["categorical"].dtype == torch.int64 and seen["categorical"].tolist() == [1]  # "Female" sorts first
+    assert seen["categorical"].dtype == np.int64 and seen["categorical"].tolist() == [1]  # "Female" sorts first
     absent = mapper({"file_name": path, "image_id": 2})["clinical"]
     assert absent["missing"].tolist() == [1.0] and absent["numeric"].tolist() == [0.0]
     assert absent["categorical"].tolist() == [0]
