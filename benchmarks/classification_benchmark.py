@@ -7,7 +7,10 @@ split (by default the official-layout ``valid.csv``, ``chexpert_valid``). The ta
 per label, ROC AUC with its 95% bootstrap interval for each twin, and the clinical gain
 (clinical - image-only AUC) with its paired-bootstrap interval and p-value over the
 evaluation images (resampled together for both twins); then the macro AUC over the labels
-the image shows, and the seconds per training iteration of each twin and their ratio.
+the image shows, and the seconds per training iteration of each twin and their ratio: as the
+two training runs logged them (separate runs, so machine load differs between them), and
+measured side by side in one process, the twins' training steps interleaved (the ratio the
+target is checked on).
 
 In the synthetic CheXpert data (:mod:`cxr_det.synthetic.chexpert_writer`), Atelectasis is
 never painted: it depends on the patient's age alone (:data:`CLINICAL_ONLY`). The issue's
@@ -31,7 +34,7 @@ from benchmarks.fusion_benchmark import seconds_per_iter
 from cxr_det.evaluation.bootstrap import paired_p_value, percentile_interval, resample_indices
 from cxr_det.synthetic.finding_labels import CLINICAL_ONLY_LABEL
 
-__all__ = ["TWINS", "CLINICAL_ONLY", "TARGETS", "load_scores", "auc_table", "run_benchmark"]
+__all__ = ["TWINS", "CLINICAL_ONLY", "TARGETS", "load_scores", "auc_table", "interleaved_step_seconds", "run_benchmark"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TWINS = {
@@ -119,6 +122,52 @@ def auc_table(targets, weights, scores_a, scores_b, names, resamples=1000, seed=
     return out
 
 
+def interleaved_step_seconds(run_dirs, steps=60, warmup=10):
+    """Median seconds per training step (next batch from the training loader, forward,
+    backward, optimizer step) of each run's config, the runs' steps interleaved in one process
+    so that both see the same machine load: the fair ratio on a shared, noisy machine.
+
+    Args:
+        run_dirs: ``{name: training OUTPUT_DIR}`` (its ``config.yaml`` is used: the task,
+            classes and clinical statistics it was trained with); the datasets must be
+            reachable under the config's dataset root or ``$CXR_DATASETS``.
+        steps: timed steps per run after ``warmup`` untimed ones.
+
+    Returns:
+        ``{name: seconds}``.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    import cxr_det.modeling  # noqa: F401  (registers the classifier)
+    from cxr_det.config import get_cxr_cfg
+    from cxr_det.data import register_from_config, unregister_cxr_datasets
+    from cxr_det.engine.trainer import Trainer
+
+    state = {}
+    for name, run in run_dirs.items():
+        cfg = get_cxr_cfg(str(Path(run) / "config.yaml"))
+        unregister_cxr_datasets()
+        register_from_config(cfg)
+        torch.manual_seed(0)
+        model = Trainer.build_model(cfg)
+        model.train()
+        state[name] = (model, Trainer.build_optimizer(cfg, model), iter(Trainer.build_train_loader(cfg)))
+    times = {name: [] for name in state}
+    for step in range(warmup + steps):
+        for name, (model, optimizer, loader) in state.items():
+            start = time.perf_counter()
+            loss = sum(model(next(loader)).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def _train(args, env):
     """Generate the data when absent, then train both twins (unless ``--report-only``)."""
     if not (Path(args.root) / "chexpert").is_dir():
@@ -163,14 +212,19 @@ def run_benchmark(args):
     visible = [n for n in names if n != CLINICAL_ONLY]
     macro = {key: float(np.nanmean([table[n][key] for n in visible])) for key in ("a", "b")}
     times = {name: seconds_per_iter(Path(args.output) / name / "metrics.json") for name in TWINS}
-    ratio = times["clinical"] / times["image-only"]
+    run_ratio = times["clinical"] / times["image-only"]
+    os.environ.setdefault("CXR_DATASETS", env["CXR_DATASETS"])
+    step = interleaved_step_seconds({name: Path(args.output) / name for name in TWINS}, steps=args.timing_steps)
+    ratio = step["clinical"] / step["image-only"]
     rows = [[n + (" *" if n == CLINICAL_ONLY else ""), _fmt(r["a"], r["a_ci"]), _fmt(r["b"], r["b_ci"]),
              f"{r['gain']:+.3f} [{r['gain_ci'][0]:+.3f}, {r['gain_ci'][1]:+.3f}]", f"{r['p']:.3f}"]
             for n, r in table.items()]
     rows.append([f"macro AUC ({len(visible)} image labels)", _fmt(macro["a"]), _fmt(macro["b"]),
                  f"{macro['b'] - macro['a']:+.3f}", ""])
-    rows.append(["seconds / iteration", f"{times['image-only']:.3f}", f"{times['clinical']:.3f}",
-                 f"ratio {ratio:.3f}", ""])
+    rows.append(["seconds / iteration, training runs", f"{times['image-only']:.3f}", f"{times['clinical']:.3f}",
+                 f"ratio {run_ratio:.3f}", ""])
+    rows.append([f"seconds / step, interleaved ({args.timing_steps} each)", f"{step['image-only']:.3f}",
+                 f"{step['clinical']:.3f}", f"ratio {ratio:.3f}", ""])
     print(f"\n{args.split}: {len(ids)} images, {args.bootstrap} bootstrap resamples (* = told apart by age only)")
     print(tabulate(rows, headers=["label", "image-only AUC [95% CI]", "clinical AUC [95% CI]",
                                   "gain [95% CI]", "p"], tablefmt="github"))
@@ -179,12 +233,13 @@ def run_benchmark(args):
         "image-only macro AUC >= 0.85": macro["a"] >= TARGETS["image_macro_auc"],
         f"{CLINICAL_ONLY} gain >= +0.05, CI excluding 0": bool(
             gain and gain["gain"] >= TARGETS["clinical_gain"] and gain["gain_ci"][0] > 0),
-        "time ratio <= 1.10": ratio <= TARGETS["time_ratio"],
+        "time ratio (interleaved) <= 1.10": ratio <= TARGETS["time_ratio"],
     }
     for text, ok in checks.items():
         print(f"  {'met    ' if ok else 'NOT met'}  {text}")
     summary = {"split": args.split, "images": int(len(ids)), "bootstrap": int(args.bootstrap), "labels": table,
-               "macro_auc_image_labels": macro, "seconds_per_iter": times, "time_ratio": ratio,
+               "macro_auc_image_labels": macro, "seconds_per_iter": times, "run_time_ratio": run_ratio,
+               "interleaved_seconds_per_step": step, "time_ratio": ratio,
                "targets_met": checks}
     os.makedirs(args.output, exist_ok=True)
     with open(Path(args.output) / "benchmark_classification.json", "w") as f:
