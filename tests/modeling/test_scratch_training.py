@@ -14,9 +14,12 @@ import cxr_det.modeling  # noqa: F401
 from detectron2.config import get_cfg
 from detectron2.engine.train_loop import HookBase
 
-from cxr_det.config import add_cxr_config
+from cxr_det.config import add_cxr_config, get_cxr_cfg
 from cxr_det.engine import adapt_to_device
 from cxr_det.synthetic import make_reflacx, make_vindr
+from cxr_det.synthetic.chexpert_writer import make_chexpert
+from cxr_det.synthetic.image_label_writers import make_image_folder, make_vindr_image_labels
+from cxr_det.synthetic.mimic_labels_writer import make_mimic_cxr_labels
 from cxr_det.engine import Trainer, argument_parser, setup
 from cxr_det.modeling.scratch import RESNET_BACKBONES, adapt_for_scratch, scratch_changes
 from helpers import model_cfg
@@ -25,7 +28,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 R50_CONFIGS = [p for p in CONFIGS if "R_50" in p.name]
-OFFLINE = ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False"]
+# Configs whose backbone is not one of detectron2's ResNets: nothing to switch from scratch.
+NOT_RESNET = [p for p in CONFIGS if get_cxr_cfg(str(p)).MODEL.BACKBONE.NAME not in RESNET_BACKBONES]
+OFFLINE = ["MODEL.WEIGHTS", "", "CXR.MOBILENET.PRETRAINED", "False", "CXR.CLASSIFIER.TORCHVISION.WEIGHTS", ""]
 # A detector from random weights starts near ln(classes + 1) + RPN/box/mask terms: a few units.
 # Hundreds (or Inf/NaN) mean activations blew up.
 MAX_LOSS = 10.0
@@ -39,6 +44,19 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cxr_scratch")
     make_reflacx(root, 12, seed=1, size=160)
     make_vindr(root, 10, seed=1, size=160)
+    return root
+
+
+@pytest.fixture(scope="module")
+def classification_root(tmp_path_factory):
+    """Small synthetic CheXpert, MIMIC-CXR labels (with MIMIC-IV-ED tables), VinDr image labels
+    and the 4-class folder of configs/ImageFolder under one root (MIMIC-CXR labels own
+    mimic-cxr-jpg/, so not beside REFLACX)."""
+    root = tmp_path_factory.mktemp("cxr_scratch_cls")
+    make_chexpert(root, 12, seed=1, size=48)
+    make_mimic_cxr_labels(root, 12, seed=1, size=48)
+    make_vindr_image_labels(root, 12, seed=1, size=64)
+    make_image_folder(root, "COVID-19_Radiography_Dataset", 4, seed=1, layout="flat", size=32)
     return root
 
 
@@ -63,6 +81,7 @@ def _train_from_scratch(config, root, out, iterations=4):
         "INPUT.MIN_SIZE_TRAIN", "(128,)",
         "INPUT.MAX_SIZE_TRAIN", "160",
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "CXR.CLASSIFIER.INPUT_SIZE", "64",
         "DATALOADER.NUM_WORKERS", "0",
     ]
     cfg = setup(argument_parser().parse_args(["--config-file", str(config), *opts]))
@@ -80,12 +99,16 @@ def _train_from_scratch(config, root, out, iterations=4):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_config_trains_from_scratch(config, synthetic_root, tmp_path):
-    cfg, losses = _train_from_scratch(config, synthetic_root, tmp_path / "run")
+def test_config_trains_from_scratch(config, request, tmp_path):
+    classifier = get_cxr_cfg(str(config)).MODEL.META_ARCHITECTURE == "ClinicalImageClassifier"
+    root = request.getfixturevalue("classification_root" if classifier else "synthetic_root")
+    cfg, losses = _train_from_scratch(config, root, tmp_path / "run")
     assert len(losses) == 4
     assert all(math.isfinite(x) and x < MAX_LOSS for x in losses), f"{config.name} from scratch: losses {losses}"
     if cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES:
-        assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("GN", "GN", 0)
+        assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("GN", 0)
+        if "fpn" in cfg.MODEL.BACKBONE.NAME:
+            assert cfg.MODEL.FPN.NORM == "GN"
 
 
 def _switch_warnings(caplog):
@@ -119,10 +142,10 @@ def _merged(config, opts):
     return adapt_to_device(cfg)
 
 
-@pytest.mark.parametrize("config", [p for p in CONFIGS if p not in R50_CONFIGS],
-                         ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS if p not in R50_CONFIGS])
+@pytest.mark.parametrize("config", NOT_RESNET, ids=[str(p.relative_to(CONFIG_DIR)) for p in NOT_RESNET])
 def test_mobilenet_configs_are_unchanged_from_scratch(config, caplog):
-    """MobileNetV3's BatchNorm trains; the demo configs (their metrics) must stay as they were."""
+    """MobileNetV3's and torchvision's BatchNorm train; the demo configs (their metrics) must
+    stay as they were."""
     with caplog.at_level(logging.WARNING, logger="cxr_det.modeling.scratch"):
         cfg = model_cfg(str(config), OFFLINE)
     assert cfg == _merged(config, OFFLINE)
