@@ -41,10 +41,12 @@ setup(
         "fastapi",
         "uvicorn",
         "python-multipart",
+        # tools/sweep.py: SLURM job arrays (and local runs) of a grid of config overrides
+        "submitit",
     ],
     # map-boxes, monai: reference scorers the evaluation tests compare against (scikit-learn,
     # the third, is installed anyway).
-    extras_require={"test": ["pytest", "pytest-timeout", "map-boxes", "monai", "httpx",
+    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis", "map-boxes", "monai", "httpx",
                              # drives the system's Chromium (Debian chromium, installed by .ci/run)
                              # in tests/serve/test_serve_browser.py; no browser download
                              "playwright"]},
