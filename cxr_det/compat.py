@@ -304,12 +304,39 @@ def _export_without_caffe2():
     return True
 
 
+def _ddp_of_cpu_models():
+    """``create_ddp_model`` passes ``device_ids=[local rank]`` to ``DistributedDataParallel``,
+    which torch rejects for a model on the CPU (multi-process CPU training with gloo, see
+    :mod:`cxr_det.engine.launch`). For CPU models it passes ``device_ids=None`` (torch's
+    value for CPU modules); GPU models and explicit ``device_ids`` are unchanged.
+    """
+    from detectron2 import engine
+    from detectron2.engine import defaults
+
+    if getattr(defaults.create_ddp_model, "_cxr_det_compat", False):
+        return False
+    original = defaults.create_ddp_model
+
+    def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+        if "device_ids" not in kwargs and all(p.device.type == "cpu" for p in model.parameters()):
+            kwargs["device_ids"] = None
+        return original(model, fp16_compression=fp16_compression, **kwargs)
+
+    create_ddp_model.__doc__ = original.__doc__
+    create_ddp_model._cxr_det_compat = True
+    defaults.create_ddp_model = create_ddp_model
+    if getattr(engine, "create_ddp_model", None) is original:
+        engine.create_ddp_model = create_ddp_model
+    return True
+
+
 # Warnings that detectron2 v0.6's own code triggers on today's torch at every start; they
 # concern detectron2's internals, not what a cxr_det tool does. Matched by message and
 # category only, so the same warning from a user's own code still shows.
 _DETECTRON2_NOISE = (
     (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # @torch.jit.script functions in detectron2
     (UserWarning, r"torch\.meshgrid: in an upcoming release"),  # anchor generator's meshgrid call
+    (UserWarning, r"TypedStorage is deprecated"),  # comm.all_gather / gather serialise through ByteStorage
 )
 
 
@@ -335,6 +362,7 @@ _FIXES = (
     _scheduler_state_for_torch2,
     _numpy_in_weights_only_checkpoints,
     _export_without_caffe2,
+    _ddp_of_cpu_models,
 )
 
 

@@ -5,17 +5,19 @@
     tools/train_net.py --config-file ... --resume                       # continue an interrupted run
     tools/train_net.py --eval-only --run output/reflacx/faster_rcnn_R_50_FPN [KEY VALUE ...]
     tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
-    tools/train_net.py --config-file ... --num-gpus 8
+    tools/train_net.py --config-file ... --num-gpus 8                  # 8 processes: GPUs (NCCL), or CPU (gloo)
+    tools/train_net.py --config-file ... --num-gpus 4 --num-machines 2 --machine-rank 0 --dist-url tcp://HOST0:PORT
 
 SIGINT (Ctrl-C) or SIGTERM saves a checkpoint after the current iteration and exits with
 130 / 143 and the command that resumes.
 """
 import sys
 
+from torch.multiprocessing import ProcessExitedException
+
 import cxr_det  # noqa: F401  (applies detectron2 compatibility fixes first)
 import cxr_det.modeling  # noqa: F401  (registers backbones and meta-architectures)
 
-from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
@@ -29,6 +31,7 @@ from cxr_det.engine import (
     argument_parser,
     setup,
 )
+from cxr_det.engine.launch import launch
 
 
 def main(args):
@@ -49,17 +52,26 @@ def main(args):
         sys.exit(stop.exit_code)
 
 
+def main_or_exit(args):
+    """``main`` in each process, its set-up errors as a one-line message and exit status 1."""
+    try:
+        return main(args)
+    except (DatasetCheckError, RunConfigError, CheckpointMismatchError) as e:
+        sys.exit(f"train_net.py: {e}")
+
+
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
     try:
         launch(
-            main,
+            main_or_exit,
             args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
+            backend=args.dist_backend,
         )
-    except (DatasetCheckError, RunConfigError, CheckpointMismatchError) as e:
-        sys.exit(f"train_net.py: {e}")
+    except ProcessExitedException as e:  # a process exited (its message is above) or was killed
+        sys.exit(e.exit_code if e.exit_code > 0 else 128 - e.exit_code)

@@ -20,6 +20,7 @@ from cxr_det.engine.classification_setup import (
     is_classifier,
     prepare_classification,
 )
+from cxr_det.engine.launch import BACKENDS
 from cxr_det.engine.machine import adapt_to_machine
 from cxr_det.engine.run_config import inference_config
 from cxr_det.engine.run_folder import set_aside_previous_run
@@ -40,8 +41,15 @@ logger = logging.getLogger(__name__)
 
 
 def argument_parser(epilog=None) -> argparse.ArgumentParser:
-    """detectron2's ``default_argument_parser`` plus ``--run`` (evaluate a trained run)."""
+    """detectron2's ``default_argument_parser`` plus ``--run`` (evaluate a trained run) and
+    ``--dist-backend`` (:func:`cxr_det.engine.launch.launch`: with gloo, ``--num-gpus N``
+    is N CPU processes per machine)."""
     parser = default_argument_parser(epilog)
+    parser.add_argument(
+        "--dist-backend", default="auto", choices=BACKENDS,
+        help="with --num-gpus N > 1 or --num-machines > 1: nccl (one process per GPU), gloo (N processes per "
+        "machine; CPU training), auto (nccl where CUDA is available, else gloo)",
+    )
     parser.add_argument(
         "--run", default="", metavar="OUTPUT_DIR|CHECKPOINT",
         help="with --eval-only: the training run (its folder or a .pth) to evaluate; the model is built from "
@@ -60,6 +68,10 @@ def setup(args):
     :func:`cxr_det.engine.run_config.inference_config`); its logs and config record go to
     ``OUTPUT_DIR/inference/`` so the training run's ``config.yaml`` stays as it was.
 
+    With several processes call it in each: process 0 sets the earlier run aside, fits the
+    clinical statistics and writes the files; the others wait for it where they need its
+    files and use the same statistics.
+
     Raises:
         RunConfigError, DatasetCheckError, ValueError: with the key, name or path at fault.
     """
@@ -74,8 +86,10 @@ def setup(args):
             raise ValueError("--run is for --eval-only; to continue a training run use --resume with its config")
         cfg = adapt_to_machine(get_cxr_cfg(args.config_file, args.opts))
     moved = None
-    if not args.eval_only and not args.resume and comm.is_main_process():
-        moved = set_aside_previous_run(cfg.OUTPUT_DIR)
+    if not args.eval_only and not args.resume:
+        if comm.is_main_process():
+            moved = set_aside_previous_run(cfg.OUTPUT_DIR)
+        comm.synchronize()  # the other processes open their logs in OUTPUT_DIR once it is clear
     if args.eval_only:
         record = cfg.clone()
         record.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "inference")

@@ -3,15 +3,19 @@
 Raw records ride on the dataset dicts (``record["clinical"]``); the mapper turns them into
 tensors with a :class:`ClinicalFeaturizer` whose statistics come from the training split
 only. Training writes them to ``OUTPUT_DIR/clinical_stats.json`` (and into every
-checkpoint); evaluation and inference reload them unchanged.
+checkpoint); evaluation and inference reload them unchanged. A multi-process run fits them
+once, in process 0, and every process uses that state.
 """
 import functools
+import hashlib
+import json
 import logging
 import os
 
 import torch
 
 from detectron2.data import DatasetCatalog
+from detectron2.utils import comm
 
 from cxr_det.data.clinical.features import ClinicalFeaturizer
 from cxr_det.data.clinical.tables import attach_clinical, load_clinical_table
@@ -96,22 +100,71 @@ def load_featurizer(cfg):
     )
 
 
+def state_digest(featurizer) -> str:
+    """SHA-256 (hex) of a fitted featurizer's :meth:`~ClinicalFeaturizer.state_dict` as sorted
+    JSON: equal digests mean equal statistics (logged by every process, so that a
+    multi-process run shows they all use the same)."""
+    return hashlib.sha256(json.dumps(featurizer.state_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _fit_and_save(cfg, path):
+    featurizer = ClinicalFeaturizer.from_config(cfg)
+    records = [r.get("clinical") for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
+    featurizer.fit(records, dataset="+".join(cfg.DATASETS.TRAIN))
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    featurizer.save(path)
+    logger.info(f"clinical statistics of {list(cfg.DATASETS.TRAIN)} written to {path}")
+    return featurizer
+
+
+def _fit_on_main_process(cfg, path):
+    """Fit and write the statistics in process 0 only; the others receive the same state
+    (detectron2's ``comm.all_gather``, which also waits for the file to be written) and
+    check that they see the file (the mappers load it: ``OUTPUT_DIR`` must be shared by
+    every machine). An error in process 0 is raised in every process, so none waits for it."""
+    if comm.get_world_size() == 1:
+        return _fit_and_save(cfg, path)
+    featurizer = failure = message = None
+    if comm.is_main_process():
+        try:
+            featurizer = _fit_and_save(cfg, path)
+            message = (featurizer.state_dict(), None)
+        except Exception as e:  # noqa: BLE001 - shared with the other processes, then re-raised
+            failure = e
+            message = (None, f"{type(e).__name__}: {e}")
+    state, error = comm.all_gather(message)[0]
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise RuntimeError(f"fitting the clinical statistics failed in process 0: {error}")
+    if featurizer is None:
+        featurizer = ClinicalFeaturizer.from_config(cfg).load_state_dict(state)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"process {comm.get_rank()} does not see {path}, written by process 0: OUTPUT_DIR must be on a "
+                "filesystem shared by every machine of a multi-machine run"
+            )
+    return featurizer
+
+
 def prepare_clinical(cfg, training):
     """Fit (training, no STATS_FILE) or reload the statistics; fill STATS_FILE and
-    CATEGORICAL_SIZES in the (unfrozen) config. Returns the featurizer."""
+    CATEGORICAL_SIZES in the (unfrozen) config. Returns the featurizer.
+
+    With several processes (:mod:`detectron2.utils.comm`) the statistics are fitted and
+    written once, by process 0; every process then uses that state and logs its
+    :func:`state_digest`. Call it in every process.
+    """
     if training and not cfg.CXR.CLINICAL.STATS_FILE:
         if not cfg.DATASETS.TRAIN:
             raise ValueError("CXR.CLINICAL.ENABLED: DATASETS.TRAIN is empty, so there is nothing to fit statistics on")
-        featurizer = ClinicalFeaturizer.from_config(cfg)
-        records = [r.get("clinical") for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
-        featurizer.fit(records, dataset="+".join(cfg.DATASETS.TRAIN))
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         path = os.path.join(cfg.OUTPUT_DIR, STATS_FILE_NAME)
-        featurizer.save(path)
-        logger.info(f"clinical statistics of {list(cfg.DATASETS.TRAIN)} written to {path}")
+        featurizer = _fit_on_main_process(cfg, path)
         cfg.CXR.CLINICAL.STATS_FILE = path
     else:
         featurizer = load_featurizer(cfg)
+    logger.info(f"clinical statistics sha256 {state_digest(featurizer)} in process {comm.get_rank()} "
+                f"of {comm.get_world_size()}")
     cfg.CXR.CLINICAL.CATEGORICAL_SIZES = [int(n) for n in featurizer.categorical_cardinalities]
     for name in cfg.DATASETS.TEST:
         featurizer.transform_many([r.get("clinical") for r in DatasetCatalog.get(name)], dataset=name)
