@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -268,7 +269,8 @@ def test_a_signal_to_a_local_sweep_checkpoints_the_running_run_and_stops(tmp_pat
         deadline = time.monotonic() + 30
         while not first.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(os.getpid(), 15)  # to the sweep (this process), as a scheduler or `kill` would
+        if first.exists():  # the sweep's handlers are installed while its run trains
+            os.kill(os.getpid(), signal.SIGTERM)  # to the sweep (this process), as a scheduler or `kill` would
 
     threading.Thread(target=terminate_when_training, daemon=True).start()
     outcomes = run_local(sweep, [sys.executable, str(fake_train)])
