@@ -9,6 +9,14 @@ termination).
 
 With several processes every rank stops at the same iteration: the request is all-gathered
 after each step.
+
+``kill -9`` (or a crash, or a lost node) cannot be caught: the run then resumes from its last
+periodic checkpoint, and the writers here make its records continue without duplicates:
+:meth:`OrderedJSONWriter.restart_at` drops ``metrics.json`` lines past the resume point and
+:meth:`ResumableTensorboardWriter.restart_at` makes TensorBoard discard the killed run's
+later events. Their files are flushed before every checkpoint (see
+:class:`~cxr_det.engine.checkpoint.CXRCheckpointer`'s ``before_save``), so they hold every
+iteration up to it: no gap either.
 """
 import json
 import logging
@@ -133,6 +141,11 @@ class ResumableTensorboardWriter(TensorboardXWriter):
         self._writer = SummaryWriter(self._log_dir, purge_step=iteration, **self._kwargs)
         self._last_write = iteration - 1
 
+    def flush(self):
+        """Write the queued events to the event file (SummaryWriter otherwise flushes every
+        2 minutes; a killed run would lose them)."""
+        self._writer.flush()
+
 
 class OrderedJSONWriter(JSONWriter):
     """detectron2's ``metrics.json`` writer, with each write's lines in iteration order.
@@ -142,8 +155,27 @@ class OrderedJSONWriter(JSONWriter):
     last write of an interrupted run can), the later iteration may come first, and
     ``metrics.json`` is then out of order (a resumed run's file read 16, 15, 18, 19). The lines
     and their content are otherwise detectron2's: one JSON object per iteration, the latest
-    (smoothed where hinted) value of every scalar not written yet, and ``iteration``.
+    (smoothed where hinted) value of every scalar not written yet, and ``iteration``. Each
+    write is flushed and fsynced.
     """
+
+    def __init__(self, json_file: str, window_size: int = 20):
+        super().__init__(json_file, window_size)
+        self._json_file = json_file
+
+    def restart_at(self, iteration: int) -> int:
+        """Drop the lines at or past ``iteration`` (a resumed run starts there) and a line
+        torn by ``kill -9`` (:func:`~cxr_det.engine.run_folder.truncate_metrics`), then
+        reopen the file to append. Returns the number of lines dropped."""
+        from cxr_det.engine.run_folder import truncate_metrics
+
+        self._file_handle.close()
+        try:
+            dropped = truncate_metrics(self._json_file, iteration)
+        finally:  # the file was replaced: append to the new one
+            self._file_handle = open(self._json_file, "a")
+        self._last_write = iteration - 1
+        return dropped
 
     def write(self):
         storage = get_event_storage()

@@ -22,6 +22,7 @@ from detectron2.config import CfgNode
 import cxr_det
 from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.common import dataset_root
+from cxr_det.utils.atomic import atomic_write_json
 
 __all__ = [
     "RUN_RECORD_KEY",
@@ -87,12 +88,9 @@ class RunRecord:
         self.state = dict(state)
 
     def save(self, output_dir: str) -> str:
-        """Write ``output_dir/run.json`` (the record with the config as text); returns the path."""
-        path = os.path.join(output_dir, RUN_FILE)
-        os.makedirs(output_dir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(self.state, f, indent=2)
-        return path
+        """Write ``output_dir/run.json`` (the record with the config as text) atomically;
+        returns the path."""
+        return atomic_write_json(os.path.join(output_dir, RUN_FILE), self.state, indent=2)
 
     def config(self) -> CfgNode:
         """The training config as a full cxr_det config (unfrozen)."""

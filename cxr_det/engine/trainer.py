@@ -9,7 +9,7 @@ from fvcore.nn import parameter_count_table
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import detection_utils as utils
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -35,7 +35,7 @@ from cxr_det.engine.interrupt import (
     TrainingInterrupted,
 )
 from cxr_det.engine.run import RUN_RECORD_KEY, RunRecord
-from cxr_det.engine.run_folder import truncate_metrics
+from cxr_det.engine.run_folder import remove_stale_temporary_files, set_aside_past_resume_point
 from cxr_det.modeling.pretrained import explain_download_error, is_remote
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,16 @@ class Trainer(DefaultTrainer):
     - SIGINT / SIGTERM save a checkpoint after the current iteration and stop
       (:class:`~cxr_det.engine.interrupt.GracefulInterrupt`), raising
       :class:`~cxr_det.engine.interrupt.TrainingInterrupted` out of :meth:`train`;
-    - ``resume_or_load(resume=True)`` logs where it continues and drops the interrupted
-      run's ``metrics.json`` lines and TensorBoard events past that iteration.
+    - ``kill -9`` at any moment loses at most one checkpoint period: checkpoints and
+      ``last_checkpoint`` are written atomically, and the periodic checkpoint is taken after
+      the iteration's evaluation, metric hooks and writers (detectron2 takes it before), with
+      the TensorBoard events flushed first, so a checkpoint always has every record of its
+      iteration on disk before it and a resumed run re-does an evaluation the kill cut off;
+    - ``resume_or_load(resume=True)`` logs where it continues (falling back past an
+      unreadable last checkpoint, see :class:`~cxr_det.engine.checkpoint.CXRCheckpointer`),
+      drops the interrupted run's ``metrics.json`` lines and TensorBoard events past that
+      iteration, moves aside checkpoints it wrote past it (a best model) and removes the
+      temporary files of writes it did not finish.
     """
 
     def __init__(self, cfg):
@@ -124,11 +132,15 @@ class Trainer(DefaultTrainer):
         """detectron2's writers, with a TensorBoard writer that can drop events past a resume point
         and a ``metrics.json`` writer that keeps its lines in iteration order."""
         self._tensorboard = ResumableTensorboardWriter(self.cfg.OUTPUT_DIR)
-        return [
-            CommonMetricPrinter(self.max_iter),
-            OrderedJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
-            self._tensorboard,
-        ]
+        self._json_writer = OrderedJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
+        return [CommonMetricPrinter(self.max_iter), self._json_writer, self._tensorboard]
+
+    def _flush_event_files(self):
+        """Before each checkpoint: the TensorBoard events so far onto disk (``metrics.json``
+        is fsynced at each write)."""
+        writer = getattr(self, "_tensorboard", None)
+        if writer is not None:
+            writer.flush()
 
     def build_hooks(self):
         """detectron2's hooks plus validation loss, best checkpoint, plateau LR, early stop,
@@ -148,23 +160,25 @@ class Trainer(DefaultTrainer):
             return build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=mapper)
 
         hook_list = add_training_control_hooks(super().build_hooks(), cfg, self.checkpointer, val_data_loader=val_loader)
-        return hook_list + [self._interrupt.hook(self.checkpointer)]
+        self.checkpointer.before_save.append(self._flush_event_files)
+        return checkpoint_after_writers(hook_list) + [self._interrupt.hook(self.checkpointer)]
 
     def resume_or_load(self, resume=True):
-        """Resume from ``OUTPUT_DIR``'s last checkpoint (strictly; logged with its iteration,
-        later metrics dropped) or, without one, load ``MODEL.WEIGHTS`` (pretrained model-zoo
-        weights may fill part of the model: fine-tuning, logged)."""
+        """Resume from ``OUTPUT_DIR``'s last checkpoint (strictly; logged with its iteration;
+        the interrupted run's later metrics, events and checkpoints dropped or moved aside) or,
+        without one, load ``MODEL.WEIGHTS`` (pretrained model-zoo weights may fill part of the
+        model: fine-tuning, logged).
+
+        Raises:
+            UnreadableCheckpointError: resuming, and no checkpoint of the folder can be read.
+        """
         if resume and self.checkpointer.has_checkpoint():
-            path = self.checkpointer.get_checkpoint_file()
             self.checkpointer.allow_pretrained_partial = False
             super().resume_or_load(resume=True)
+            path = self.checkpointer.resumed_from
             logger.info(f"Resuming from {path}: continuing at iteration {self.start_iter} of {self.max_iter}")
             if comm.is_main_process():
-                dropped = truncate_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
-                if dropped:
-                    logger.info(f"metrics.json: {dropped} line(s) of the interrupted run past iteration "
-                                f"{self.start_iter - 1} dropped")
-                self._tensorboard.restart_at(self.start_iter)
+                self._clean_up_after(path)
             return
         if resume:
             logger.warning(f"--resume: no checkpoint in {self.cfg.OUTPUT_DIR} (no last_checkpoint file); "
@@ -176,6 +190,24 @@ class Trainer(DefaultTrainer):
             if is_remote(self.cfg.MODEL.WEIGHTS):
                 raise explain_download_error(e, self.cfg) from e
             raise
+
+    def _clean_up_after(self, resumed_from: str):
+        """What an interrupted run left past the resume point: stale temporary files, later
+        checkpoints, ``metrics.json`` lines and TensorBoard events (main process)."""
+        out = self.cfg.OUTPUT_DIR
+        stale = remove_stale_temporary_files(out)
+        if stale:
+            logger.info(f"Removed {len(stale)} temporary file(s) of writes the interrupted run did not finish: "
+                        + ", ".join(os.path.relpath(p, out) for p in stale))
+        moved = set_aside_past_resume_point(out, self.start_iter, resumed_from)
+        if moved:
+            logger.warning(f"Checkpoints the interrupted run wrote past iteration {self.start_iter - 1} (or unreadable "
+                           f"ones) moved to {moved}")
+        dropped = self._json_writer.restart_at(self.start_iter)
+        if dropped:
+            logger.info(f"metrics.json: {dropped} line(s) of the interrupted run past iteration "
+                        f"{self.start_iter - 1} dropped")
+        self._tensorboard.restart_at(self.start_iter)
 
     def train(self):
         """Train; an early stop returns the last evaluation's results, an interrupt re-raises
@@ -209,6 +241,27 @@ class Trainer(DefaultTrainer):
         if is_classifier(cfg):
             return build_classification_test_loader(cfg, dataset_name, mapper=ClassificationDatasetMapper(cfg, is_train=False))
         return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))
+
+
+def checkpoint_after_writers(hook_list):
+    """``hook_list`` with detectron2's PeriodicCheckpointer moved after PeriodicWriter (and so
+    after EvalHook and the metric hooks that follow it).
+
+    detectron2 saves the periodic checkpoint before the iteration's evaluation: a run killed
+    during that evaluation resumes after it, and the evaluation, its metrics line and its
+    best-model check are never done. Saved last, a checkpoint holds the metric hooks' state
+    after the evaluation and every record of its iteration is written before it.
+    A list without both hooks (other processes than the main one) is returned unchanged.
+    """
+    hook_list = list(hook_list)
+    saver = [h for h in hook_list if isinstance(h, hooks.PeriodicCheckpointer)]
+    writers = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.PeriodicWriter)]
+    if len(saver) != 1 or not writers:
+        return hook_list
+    hook_list.remove(saver[0])
+    writers = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.PeriodicWriter)]
+    hook_list.insert(writers[-1] + 1, saver[0])
+    return hook_list
 
 
 def resume_command(argv) -> str:
