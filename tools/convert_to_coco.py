@@ -12,14 +12,13 @@ COCO fields each annotation keeps ``readers`` (reading ids / rad_ids) and, for R
 class (and per certainty for REFLACX), and the rows that were skipped and why.
 """
 import argparse
-import json
-import os
 
 import cxr_det  # noqa: F401
 
 from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.builtin import dataset_options
 from cxr_det.data.coco_export import LOADERS, export_coco, export_summary
+from cxr_det.utils.atomic import atomic_write_json
 
 
 def main():
@@ -44,9 +43,7 @@ def main():
     root = args.root or cfg.CXR.DATASET_ROOT or None
 
     coco, records, class_names, skips = export_coco(args.dataset, root, args.split, options)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(coco, f)
+    atomic_write_json(args.output, coco)  # a failure or a kill leaves no partial file
     print(export_summary(args.dataset, args.split, options, coco, records, class_names, skips, args.output))
 
 

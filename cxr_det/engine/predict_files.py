@@ -7,13 +7,11 @@ package's one clinical CSV reader, and the per-image record whose image-level sc
 from :func:`cxr_det.evaluation.image_level.image_scores`) and
 :mod:`cxr_det.utils.drawing_files` (the PNG).
 """
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 from tqdm import tqdm
 
 from cxr_det.data.image_io import read_image, read_options_from_config
@@ -25,7 +23,8 @@ from cxr_det.engine.inference import (
     prediction_record,
     unknown_clinical_fields,
 )
-from cxr_det.utils.drawing_files import prediction_drawing
+from cxr_det.utils.atomic import atomic_write_json
+from cxr_det.utils.drawing_files import prediction_drawing, write_png
 
 __all__ = ["ClinicalCheck", "check_clinical_inputs", "predict_files", "read_input", "write_outputs", "report_lines",
            "input_problem_lines"]
@@ -116,11 +115,10 @@ def predict_files(predictor, cfg, images: Sequence[InputImage], clinical: Dict[s
                                    record, problems.get(image.key, ()), featurizer)
         everything.append(result)
         stem = stems[image.key]
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2, default=str, allow_nan=False)
+        atomic_write_json(stem + ".json", result, indent=2, default=str, allow_nan=False)
         rgb = pixels[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else (pixels.repeat(3, 2) if pixels.shape[2] == 1 else pixels)
         drawn = prediction_drawing(rgb, result, class_names, image.key, conf_threshold, max_drawn)
-        cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
+        write_png(stem + ".png", drawn)
     return everything, skipped
 
 
@@ -167,13 +165,12 @@ def write_outputs(output_dir: str, images: Sequence[InputImage], records: Sequen
     Raises:
         ValueError: a record holds NaN or infinity (JSON without them is written).
     """
-    with open(os.path.join(output_dir, "predictions.json"), "w") as f:
-        json.dump(list(records), f, indent=2, default=str, allow_nan=False)
+    atomic_write_json(os.path.join(output_dir, "predictions.json"), list(records), indent=2, default=str,
+                      allow_nan=False)
     summary = {"images": len(images), "predicted": len(records), "skipped": skipped,
                "clinical_file_problems": check.file_problems, "clinical_problems": check.problems,
                "clinical_unmatched": list(unmatched)}
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(os.path.join(output_dir, "summary.json"), summary, indent=2)
     return summary
 
 

@@ -65,6 +65,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from cxr_det.utils.atomic import atomic_write_json
+
 from .bootstrap import percentile_interval, resample_indices, resample_weights, weighted_auc
 from .classification_plots import write_classification_plots
 from .report import json_safe
@@ -593,9 +595,7 @@ def write_thresholds(path: str, thresholds: Dict[str, float], class_names: Seque
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     content = OrderedDict(task=task, class_names=list(class_names), rule=rule, chosen_on=chosen_on,
                           decision="threshold" if thresholds else "argmax", thresholds=dict(thresholds))
-    with open(path, "w") as f:
-        json.dump(json_safe(content), f, indent=2)
-    return path
+    return atomic_write_json(path, json_safe(content), indent=2)
 
 
 def read_thresholds(path: str, class_names: Sequence[str], task: str) -> "OrderedDict[str, float]":
@@ -736,10 +736,8 @@ def evaluate_classification(
             confusion_matrix=None if metrics.confusion_matrix is None else metrics.confusion_matrix.tolist(),
             input_checks=inputs.checks,
         )
-        with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
-            json.dump(json_safe(details), f, indent=2)
-        with open(os.path.join(output_dir, PREDICTIONS_FILE), "w") as f:
-            json.dump(json_safe(_prediction_rows(inputs, thresholds)), f)
+        atomic_write_json(os.path.join(output_dir, METRICS_FILE), json_safe(details), indent=2)
+        atomic_write_json(os.path.join(output_dir, PREDICTIONS_FILE), json_safe(_prediction_rows(inputs, thresholds)))
         write_thresholds(os.path.join(output_dir, THRESHOLDS_FILE), thresholds, inputs.class_names, inputs.task,
                          threshold_rule, threshold_source)
         if plots:

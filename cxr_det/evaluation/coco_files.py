@@ -24,6 +24,8 @@ import numpy as np
 
 from detectron2.structures import BoxMode
 
+from cxr_det.utils.atomic import atomic_write_json
+
 from .coco import predictions_to_coco_results, records_to_coco
 from .core import NO_FINDING_SCORE_KEY
 
@@ -69,7 +71,8 @@ def write_evaluation_inputs(
             dict (:func:`~cxr_det.evaluation.coco.records_to_coco`); one of them.
 
     Returns ``{"gt": path, "predictions": path, "no_finding_scores": path or None}``; the
-    scores file is written only when some prediction carries a no-finding score.
+    scores file is written only when some prediction carries a no-finding score. Each file
+    is written atomically (a failure or a kill leaves the previous file whole).
     Raises ValueError when neither ``records`` nor ``coco_gt`` is given.
     """
     if coco_gt is None:
@@ -82,15 +85,12 @@ def write_evaluation_inputs(
         "predictions": os.path.join(output_dir, RESULTS_FILE),
         "no_finding_scores": None,
     }
-    with open(paths["gt"], "w") as f:
-        json.dump(coco_gt, f, default=_json_default)
-    with open(paths["predictions"], "w") as f:
-        json.dump(predictions_to_coco_results(predictions), f)
+    atomic_write_json(paths["gt"], coco_gt, default=_json_default)
+    atomic_write_json(paths["predictions"], predictions_to_coco_results(predictions))
     scores = [{"image_id": p["image_id"], "score": p[NO_FINDING_SCORE_KEY]} for p in predictions if NO_FINDING_SCORE_KEY in p]
     if scores:
         paths["no_finding_scores"] = os.path.join(output_dir, NO_FINDING_SCORES_FILE)
-        with open(paths["no_finding_scores"], "w") as f:
-            json.dump(scores, f)
+        atomic_write_json(paths["no_finding_scores"], scores)
     return paths
 
 

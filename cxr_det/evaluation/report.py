@@ -2,7 +2,6 @@
 ``per_class.csv`` and the PNG curves (see :mod:`cxr_det.evaluation.plots`). Titles and
 CSV columns come from each protocol's registry entry (:mod:`cxr_det.evaluation.protocols`)."""
 import csv
-import json
 import logging
 import math
 import os
@@ -13,6 +12,7 @@ import numpy as np
 from tabulate import tabulate
 
 from cxr_det.formats import NO_FINDING
+from cxr_det.utils.atomic import atomic_open, atomic_write_json
 
 from .image_level import ANY
 from .protocols import registered_protocols
@@ -122,12 +122,11 @@ def json_safe(obj):
 
 def write_outputs(output_dir: str, results, curves, class_names, options, summary) -> None:
     """Write ``metrics.json`` (results, with NaN as null, plus dataset counts and options),
-    ``per_class.csv`` and, if ``options.plots``, the PNG curves."""
+    ``per_class.csv`` and, if ``options.plots``, the PNG curves; the JSON and CSV atomically."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(json_safe({"results": results, **summary}), f, indent=2)
+    atomic_write_json(os.path.join(output_dir, "metrics.json"), json_safe({"results": results, **summary}), indent=2)
     rows = per_class_rows(results, class_names, options)
-    with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
+    with atomic_open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(list(rows[0].keys()))
         for row in rows:

@@ -3,7 +3,8 @@ ground truth, one image's predictions.
 
 Used by ``tools/visualize_data.py``, ``tools/visualize_json_results.py`` and
 ``tools/predict.py``. Every picture is drawn at least :data:`~cxr_det.utils.drawing.MIN_LONG_SIDE`
-pixels on its long side, with a title strip; files are RGB PNGs written with OpenCV.
+pixels on its long side, with a title strip; files are RGB PNGs encoded with OpenCV and
+written atomically (:func:`write_png`).
 """
 import os
 from collections import defaultdict
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from detectron2.structures import BoxMode
 
+from cxr_det.utils.atomic import atomic_write_bytes
 from cxr_det.utils.drawing import MIN_LONG_SIDE, side_by_side
 from cxr_det.utils.visualizer import (
     draw_predictions,
@@ -31,6 +33,7 @@ __all__ = [
     "results_by_image",
     "draw_results",
     "prediction_drawing",
+    "write_png",
 ]
 
 
@@ -44,8 +47,24 @@ def drawing_file_name(record: dict) -> str:
     return f"{prefix}_{stem}.png" if prefix != stem else f"{stem}.png"
 
 
-def _write_rgb(path: str, image_rgb: np.ndarray):
-    cv2.imwrite(path, image_rgb[:, :, ::-1])
+def write_png(path: str, image_rgb: np.ndarray) -> str:
+    """Write an RGB image (HxWx3 uint8; or HxW grey) as a PNG, atomically: a reader never
+    sees half a file, and a failure leaves an earlier file at ``path`` whole. Returns ``path``.
+
+    Raises:
+        ValueError: OpenCV cannot encode the array as a PNG (wrong dtype or channel count).
+    """
+    pixels = image_rgb[:, :, ::-1] if image_rgb.ndim == 3 else image_rgb
+    try:
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    except cv2.error as e:
+        ok, error = False, e
+    else:
+        error = ""
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode a {image_rgb.dtype} array of shape {image_rgb.shape} as "
+                         f"PNG {str(error).strip()}".rstrip())
+    return atomic_write_bytes(path, encoded.tobytes())
 
 
 def _ground_truth_count(record: dict) -> int:
@@ -76,7 +95,7 @@ def draw_dataset(records: Sequence[dict], class_names: Sequence[str], output_dir
             load_rgb(record["file_name"]), record, class_names, show_readers, scale,
             min_long_side=MIN_LONG_SIDE, title=ground_truth_title(_ground_truth_count(record)),
         ).image
-        _write_rgb(os.path.join(output_dir, drawing_file_name(record)), drawn)
+        write_png(os.path.join(output_dir, drawing_file_name(record)), drawn)
     return len(records)
 
 
@@ -128,7 +147,7 @@ def draw_results(records: Sequence[dict], by_image: Dict[object, List[dict]], cl
                                 class_names, min_long_side=MIN_LONG_SIDE,
                                 title=predictions_title(len(above), conf_threshold)
                                 + (f", best {len(preds)} drawn" if len(preds) < len(above) else ""))
-        _write_rgb(os.path.join(output_dir, drawing_file_name(record)), side_by_side(gt.image, pr.image))
+        write_png(os.path.join(output_dir, drawing_file_name(record)), side_by_side(gt.image, pr.image))
     return len(records)
 
 

@@ -11,6 +11,8 @@ import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Sequence, Tuple
 
+from cxr_det.utils.atomic import atomic_open
+
 __all__ = ["DEFAULT_METRIC_PATTERNS", "load_metrics", "last_run", "metric_series", "training_figures", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
@@ -209,7 +211,8 @@ def plot_training_curves(
     written = {}
     for kind, fig in training_figures(series, metric_patterns).items():
         written[kind] = os.path.join(output_dir, f"training_{kind}.png")
-        fig.savefig(written[kind])
+        with atomic_open(written[kind], "wb") as f:  # never a half-written PNG
+            fig.savefig(f, format="png")
     if not written:
         logger.warning(f"{metrics_file}: no losses, metrics or learning rate to plot")
     else:

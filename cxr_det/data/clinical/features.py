@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_det.utils.atomic import atomic_write_text
 from cxr_det.data.clinical.cleaning import (
     CELSIUS_RANGE,
     DEFAULT_CATEGORICAL,
@@ -300,10 +301,9 @@ class ClinicalFeaturizer:
         return self
 
     def save(self, path):
-        """Write :meth:`state_dict` as JSON (parent folders created). Returns the path."""
+        """Write :meth:`state_dict` as JSON, atomically (parent folders created). Returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.state_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(self.state_dict(), indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod
