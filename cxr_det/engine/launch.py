@@ -89,7 +89,12 @@ def launch(
     Raises:
         ValueError: a bad backend, process count, machine rank or ``dist_url``. An exception
         in any spawned process ends the others and is raised here
-        (``torch.multiprocessing.ProcessRaisedException``).
+        (``torch.multiprocessing.ProcessRaisedException``; ``ProcessExitedException`` with
+        its exit status for a process that exited or was killed).
+
+    With gloo, Ctrl-C in this (parent) process waits for the spawned processes, which got
+    the same SIGINT from the terminal and stop after saving a checkpoint (a second Ctrl-C
+    stops them at once).
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ValueError(f"need at least one process and one machine; got --num-gpus {num_gpus_per_machine}, "
@@ -116,13 +121,21 @@ def launch(
         raise ValueError("several processes need --dist-url (tcp://host:port, or auto on one machine)")
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// is not a reliable init_method in multi-machine jobs. Prefer tcp://")
-    mp.spawn(
+    context = mp.start_processes(
         _gloo_worker,
         nprocs=num_gpus_per_machine,
         args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
         daemon=False,
+        join=False,
+        start_method="spawn",
     )
-    return None
+    while True:
+        try:
+            if context.join():
+                return None
+        except KeyboardInterrupt:
+            # Ctrl-C reached the processes too: they save a checkpoint and stop (cxr_det.engine.interrupt)
+            logger.warning("Ctrl-C: waiting for the training processes to save a checkpoint and stop")
 
 
 def _gloo_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
