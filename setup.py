@@ -39,7 +39,7 @@ setup(
         "tabulate",
         # the inference web service (cxr_det.serve, tools/serve.py)
         "fastapi",
-        "uvicorn",
+        "uvicorn>=0.30",  # timeout_worker_healthcheck (cxr_det.serve.launch)
         "python-multipart",
         # tools/sweep.py: SLURM job arrays (and local runs) of a grid of config overrides
         "submitit",

@@ -16,6 +16,8 @@ __all__ = ["LOOPBACK", "ServiceStartError", "exposure_warning", "run_service"]
 logger = logging.getLogger("cxr_det.serve")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Seconds a worker of --workers N has to start answering uvicorn's health checks (see run_service).
+WORKER_HEALTHCHECK_SECONDS = 120
 
 
 class ServiceStartError(RuntimeError):
@@ -68,4 +70,8 @@ def run_service(cfg, *, run: str = "", config_file: str = "", opts: Sequence[str
         "run": run, "config_file": config_file, "opts": list(opts),
         "max_upload_mb": max_upload_mb, "api_key": api_key,
     })
-    uvicorn.run("cxr_det.serve.app:app_from_env", factory=True, workers=workers, **options)
+    # A worker answers uvicorn's health check only once it has re-imported the tool and
+    # unpickled its settings: seconds on a busy machine (torch, detectron2, scikit-learn), more
+    # than uvicorn's default 5 s, after which the supervisor kills and restarts it forever.
+    uvicorn.run("cxr_det.serve.app:app_from_env", factory=True, workers=workers,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS, **options)

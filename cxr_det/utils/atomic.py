@@ -22,6 +22,13 @@ from typing import Any, Callable, Iterator, IO
 __all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save"]
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: str):
     """Persist the rename itself (the folder entry); a no-op where folders cannot be opened."""
     try:
@@ -56,6 +63,13 @@ def atomic_open(path: str, mode: str = "w", encoding: str = None, newline: str =
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600); the result gets the permissions a plain open()
+        # would give it (those of the file it replaces, else 0666 less the umask)
+        try:
+            mode_bits = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            mode_bits = 0o666 & ~_umask()
+        os.fchmod(fd, mode_bits)
         kwargs = {} if "b" in mode else {"encoding": encoding or "utf-8", "newline": newline}
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f

@@ -37,3 +37,18 @@ def test_binary_save_and_mode_check(tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_open(path, "a"):
             pass
+
+
+def test_permissions_are_those_of_a_plain_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        new = tmp_path / "new.txt"
+        atomic_write_text(new, "x")
+        assert new.stat().st_mode & 0o777 == 0o644
+        existing = tmp_path / "existing.txt"
+        existing.write_text("old")
+        existing.chmod(0o640)
+        atomic_write_text(existing, "new")
+        assert existing.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
