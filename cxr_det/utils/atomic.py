@@ -23,7 +23,15 @@ __all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_wri
 
 
 def _umask() -> int:
-    """The process's umask (read by setting and restoring it; there is no getter)."""
+    """The process's umask: from /proc where Linux gives it, else by setting and restoring it
+    (there is no getter; the set-and-restore briefly changes it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
