@@ -21,8 +21,6 @@ per reading). The table is printed; ``--json`` also writes the figures as JSON, 
 options the name was registered with (``cxr_options``).
 """
 import argparse
-import json
-import os
 import sys
 from collections import Counter
 
@@ -37,6 +35,7 @@ from detectron2.utils.logger import setup_logger
 from cxr_det.config import get_cxr_cfg
 from cxr_det.data.datasets.builtin import cxr_dataset_names, register_from_config
 from cxr_det.data.datasets.common import DatasetFormatError
+from cxr_det.utils.atomic import atomic_write_json
 
 TASKS = ("detection", "multi_label", "single_label")
 
@@ -197,9 +196,7 @@ def main(argv=None):
     stats = dataset_statistics(args.dataset, records, MetadataCatalog.get(args.dataset))
     print(statistics_table(stats))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(stats, f, indent=2)
+        atomic_write_json(args.json, stats, indent=2)
         print(f"wrote {args.json}")
     return stats
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -37,7 +36,8 @@ from cxr_det.evaluation.classification import (
     read_thresholds,
     single_label_decisions,
 )
-from cxr_det.utils.drawing_files import drawing_file_name
+from cxr_det.utils.atomic import atomic_write_json
+from cxr_det.utils.drawing_files import drawing_file_name, write_png
 from cxr_det.utils.saliency import GradCAMSaliency, LabelPanel, saliency_drawing
 
 __all__ = [
@@ -302,10 +302,9 @@ def predict_classification_files(predictor, cfg, images: Sequence[InputImage], c
             labels = shown_labels(scores, rule, saliency_labels)
             result["saliency_labels"] = [rule.class_names[c] for c in labels]
             drawn = saliency_picture(saliency, inputs, pixels, scores, rule, labels, image.key)
-            cv2.imwrite(stem + ".png", drawn[:, :, ::-1])
+            write_png(stem + ".png", drawn)
         everything.append(result)
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2, default=str, allow_nan=False)
+        atomic_write_json(stem + ".json", result, indent=2, default=str, allow_nan=False)
     return everything, skipped
 
 
@@ -354,7 +353,7 @@ def draw_dataset_saliency(predictor, cfg, records: Sequence[dict], rule: Decisio
         name = f"{record['image_id']}: {'/'.join(PurePath(record['file_name']).parts[-3:])}"
         drawn = saliency_picture(saliency, inputs, pixels, scores, rule, shown, name,
                                  ground_truth_texts(record, rule.task))
-        cv2.imwrite(os.path.join(output_dir, drawing_file_name(record)), drawn[:, :, ::-1])
+        write_png(os.path.join(output_dir, drawing_file_name(record)), drawn)
     return len(records)
 
 

@@ -22,6 +22,7 @@ from cxr_det.engine.classification_setup import (
 )
 from cxr_det.engine.launch import BACKENDS
 from cxr_det.engine.machine import adapt_to_machine
+from cxr_det.utils.atomic import atomic_write_text
 from cxr_det.engine.run_config import inference_config
 from cxr_det.engine.run_folder import set_aside_previous_run
 from cxr_det.modeling.fusion import fusion_enabled
@@ -118,8 +119,7 @@ def setup(args):
     if cfg.CXR.CLINICAL.ENABLED:
         prepare_clinical(cfg, training=not args.eval_only)
     if comm.is_main_process():
-        with open(os.path.join(log_dir, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
+        atomic_write_text(os.path.join(log_dir, "config.yaml"), cfg.dump())
     cfg.freeze()
     return cfg
 

@@ -5,7 +5,6 @@ e.g. ``bbox/AP50``), so :func:`cxr_det.engine.hooks.add_training_control_hooks` 
 right after EvalHook. Early stopping raises :class:`EarlyStop` out of ``TrainerBase.train``;
 the trainer's ``train`` catches it.
 """
-import json
 import logging
 import math
 import os
@@ -15,6 +14,9 @@ import torch
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
+
+from cxr_det.engine.checkpoint import CXRCheckpointer
+from cxr_det.utils.atomic import atomic_write_json
 
 __all__ = [
     "EarlyStop",
@@ -75,16 +77,20 @@ class BestMetricCheckpointer(hooks.BestCheckpointer):
             "checkpoint": f"{name}.pth",
         }
         ckpt = self._target
-        previous = os.path.basename(ckpt.get_checkpoint_file()) if ckpt.has_checkpoint() else None
-        ckpt.save(name, best_metric=record, **extra)
-        if not (ckpt.save_dir and ckpt.save_to_disk):
-            return
-        if previous:
-            ckpt.tag_last_checkpoint(previous)
-        else:
-            ckpt.path_manager.rm(os.path.join(ckpt.save_dir, "last_checkpoint"))
-        with ckpt.path_manager.open(os.path.join(ckpt.save_dir, f"{name}.json"), "w") as f:
-            json.dump(record, f, indent=2)
+        if isinstance(ckpt, CXRCheckpointer):
+            # the best model is no resume point: last_checkpoint is left as it is (a kill at
+            # any moment leaves it naming the last periodic checkpoint)
+            ckpt.save(name, tag_last=False, best_metric=record, **extra)
+        else:  # another checkpointer (detectron2's) tags every save: restore the tag after
+            previous = os.path.basename(ckpt.get_checkpoint_file()) if ckpt.has_checkpoint() else None
+            ckpt.save(name, best_metric=record, **extra)
+            if ckpt.save_dir and ckpt.save_to_disk:
+                if previous:
+                    ckpt.tag_last_checkpoint(previous)
+                else:
+                    ckpt.path_manager.rm(os.path.join(ckpt.save_dir, "last_checkpoint"))
+        if ckpt.save_dir and ckpt.save_to_disk:
+            atomic_write_json(os.path.join(ckpt.save_dir, f"{name}.json"), record, indent=2)
 
     def state_dict(self):
         """The best value and its iteration (checkpointed with the trainer's state)."""

@@ -23,6 +23,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from cxr_det.utils.atomic import atomic_save
 from cxr_det.utils.training_curves import plot_training_curves
 
 __all__ = [
@@ -103,8 +104,7 @@ def _legend(ax, n: int):
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_save(path, lambda f: fig.savefig(f, format="png"))
 
 
 def plot_roc_curves(curves: Dict[str, dict], path: str, title: str = "ROC curves",

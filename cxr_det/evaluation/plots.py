@@ -8,6 +8,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from cxr_det.utils.atomic import atomic_save
+
 __all__ = ["plot_pr_curves", "plot_froc", "plot_roc", "write_plots"]
 
 logger = logging.getLogger(__name__)
@@ -32,8 +34,7 @@ def _save(fig, path: str) -> str:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_save(path, lambda f: fig.savefig(f, format="png"))
 
 
 def _label(name: str, value_name: str, value) -> str:

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 from tabulate import tabulate
 
+from cxr_det.utils.atomic import atomic_write_json
+
 from .bootstrap import difference_row, paired_comparison, paired_resamples
 from .coco import coco_metrics
 from .coco_files import GROUND_TRUTH_FILE, RESULTS_FILE, load_ground_truth, load_predictions
@@ -54,10 +56,9 @@ def write_paired_comparison(output_dir, records, predictions_a, predictions_b, c
                               floatfmt=".3f"))
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "comparison.json")
-    with open(path, "w") as f:
-        json.dump(json_safe({"A": names[0], "B": names[1], "resamples": resamples, "seed": seed,
-                             "options": asdict(options), "input_checks": report.as_dict() if report else {},
-                             "comparison": result}), f, indent=2)
+    atomic_write_json(path, json_safe({"A": names[0], "B": names[1], "resamples": resamples, "seed": seed,
+                                       "options": asdict(options), "input_checks": report.as_dict() if report else {},
+                                       "comparison": result}), indent=2)
     return result, "\n".join(parts), path
 
 
