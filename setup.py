@@ -37,6 +37,7 @@ setup(
         "matplotlib",
         "tqdm",
         "tabulate",
+        "tensorboard",  # the trainer's event files (detectron2's TensorboardXWriter)
         # the inference web service (cxr_det.serve, tools/serve.py)
         "fastapi",
         "uvicorn>=0.30",  # timeout_worker_healthcheck (cxr_det.serve.launch)

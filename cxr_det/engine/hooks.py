@@ -7,6 +7,10 @@
     PeriodicCheckpointer, EvalHook, ValidationLoss, BestMetricCheckpointer,
     PlateauLRScheduler, EarlyStopping, PeriodicWriter, TrainingCurves
 
+(the Trainer then moves PeriodicCheckpointer after PeriodicWriter,
+:func:`cxr_det.engine.trainer.checkpoint_after_writers`, so that a checkpoint follows every
+record of its iteration and a run killed during an evaluation repeats it on resume)
+
 With several processes BatchNorm statistics are averaged before anything saves or evaluates
 the model (and after PreciseBN recomputes them), so every checkpoint and evaluation sees the
 same model in every process; the metric hooks read

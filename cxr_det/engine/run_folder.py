@@ -47,7 +47,7 @@ TEMPORARY_FILE_PATTERN = ".*.tmp"
 # Files of a training run in OUTPUT_DIR (set aside together when a new run starts there).
 RUN_FILE_PATTERNS = (
     "model_*.pth", "model_*.json", "last_checkpoint", "metrics.json", "events.out.tfevents.*",
-    "clinical_stats.json", RUN_FILE, "config.yaml", "training_*.png", "inference", "log.txt",
+    "clinical_stats.json", RUN_FILE, "config.yaml", "training_*.png", "inference", "log.txt", "log.txt.rank*",
     TEMPORARY_FILE_PATTERN,
 )
 
