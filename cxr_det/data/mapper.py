@@ -12,9 +12,14 @@ from detectron2.structures import BoxMode
 
 from cxr_det.data.albumentations import apply_albumentations, build_albumentations
 from cxr_det.data.clinical.pipeline import clinical_tensors, load_featurizer
-from cxr_det.data.image_io import read_image, read_options_from_config
+from cxr_det.data.image_io import gray_to_format, read_gray, read_options_from_config
 
-__all__ = ["CXRDatasetMapper"]
+__all__ = ["CXRDatasetMapper", "GEOMETRIC_AUGMENTATIONS"]
+
+#: detectron2 augmentations that move pixels without looking at their channels (those
+#: ``detection_utils.build_augmentation`` and ``INPUT.CROP`` build): with only these, the
+#: mapper augments the one gray channel and repeats it afterwards.
+GEOMETRIC_AUGMENTATIONS = (T.ResizeShortestEdge, T.Resize, T.RandomFlip, T.RandomCrop)
 
 
 class CXRDatasetMapper:
@@ -26,6 +31,12 @@ class CXRDatasetMapper:
     detectron2's own ``transform_instance_annotations`` / ``annotations_to_instances``.
     With a clinical featurizer, the raw ``clinical`` record becomes the model's tensors
     (``numeric``, ``missing``, ``categorical``); other keys pass through untouched.
+
+    An X-ray is one gray channel repeated into ``INPUT.FORMAT``'s three: when no
+    albumentations transform runs and every augmentation is geometric
+    (:data:`GEOMETRIC_AUGMENTATIONS`), the gray image is augmented and then repeated, which
+    gives the same tensor as augmenting the three copies (a third of the resizing work on a
+    full-size radiograph; ``tools/benchmark.py`` measures it).
     """
 
     @configurable
@@ -51,6 +62,7 @@ class CXRDatasetMapper:
         self.recompute_boxes = recompute_boxes
         self.clinical_featurizer = clinical_featurizer
         self.read_options = dict(read_options or {})
+        self._gray_augmentation = all(isinstance(a, GEOMETRIC_AUGMENTATIONS) for a in augmentations)
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[CXRDatasetMapper] {mode}: augmentations {augmentations}, albumentations {albumentations}"
@@ -77,13 +89,16 @@ class CXRDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         if self.clinical_featurizer is not None:
             dataset_dict["clinical"] = clinical_tensors(self.clinical_featurizer, dataset_dict.get("clinical"))
-        image = read_image(dataset_dict["file_name"], self.image_format, **self.read_options)
-        utils.check_image_size(dataset_dict, image)
+        gray = read_gray(dataset_dict["file_name"], **self.read_options)
+        utils.check_image_size(dataset_dict, gray)
         annos = dataset_dict.pop("annotations", None)
         if not self.is_train:
             annos = None
 
-        if annos is not None and self.albumentations is not None:
+        albumentations = annos is not None and self.albumentations is not None
+        one_channel = self._gray_augmentation and not albumentations
+        image = gray[:, :, None] if one_channel else gray_to_format(gray, self.image_format)
+        if albumentations:
             annos = [_to_xyxy_abs(a) for a in annos if a.get("iscrowd", 0) == 0]
             image, annos = apply_albumentations(self.albumentations, image, annos)
 
@@ -91,6 +106,8 @@ class CXRDatasetMapper:
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         image_shape = image.shape[:2]
+        if one_channel:
+            image = gray_to_format(image[:, :, 0], self.image_format)
         chw = np.ascontiguousarray(image.transpose(2, 0, 1))
         dataset_dict["image"] = torch.as_tensor(chw if chw.flags.writeable else chw.copy())
 

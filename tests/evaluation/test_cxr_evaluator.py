@@ -527,3 +527,62 @@ def test_config_keys_and_overrides():
         EvalOptions(protocols=("coco", "bogus"))
     with pytest.raises(ValueError):
         EvalOptions(froc_criterion="centre")
+
+
+def _per_box_coco_results(predictions):
+    """The conversion box by box, as predictions_to_coco_results did before it worked on whole
+    arrays (tools/benchmark.py): the reference its output must equal."""
+    results = []
+    for pred in predictions:
+        boxes = np.asarray(pred.get("boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+        segms = pred.get("segmentations")
+        for k, (box, score, cls) in enumerate(zip(boxes, pred.get("scores", []), pred.get("classes", []))):
+            entry = {"image_id": pred["image_id"], "category_id": int(cls),
+                     "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                     "score": float(score)}
+            if segms is not None and segms[k] is not None:
+                entry["segmentation"] = segms[k]
+            results.append(entry)
+    return results
+
+
+def test_coco_results_conversion_equals_the_per_box_one():
+    from cxr_det.evaluation.coco import predictions_to_coco_results
+
+    _, predictions = _coco_fixture(seed=2)
+    rng = np.random.default_rng(3)
+    predictions += [
+        # float32 boxes, scores as a list, classes as floats, one box more than scores
+        {"image_id": "a", "boxes": rng.uniform(0, 90, (3, 4)).astype(np.float32), "scores": [0.25, 0.5],
+         "classes": np.array([1.0, 0.0, 2.0]), "segmentations": [None, {"size": [9, 9], "counts": "a"}, None]},
+        {"image_id": "b"},  # predicted nothing
+        {"image_id": "c", "boxes": [[1.5, 2.5, 10.25, 20.125]], "scores": np.float32([0.3]), "classes": [2]},
+    ]
+    ours = predictions_to_coco_results(predictions)
+    reference = _per_box_coco_results(predictions)
+    assert ours == reference and len(ours) > 30
+    for a, b in zip(ours, reference):
+        assert [type(v) for v in a["bbox"]] == [float] * 4 and type(a["score"]) is float
+        assert type(a["category_id"]) is int and a.keys() == b.keys()
+
+
+def test_coco_metrics_leave_results_and_garbage_collector_as_found():
+    import gc
+
+    from cxr_det.evaluation.coco import predictions_to_coco_results
+
+    records, predictions = _coco_fixture(seed=4)
+    coco_gt = records_to_coco(records, CLASSES)
+    results = predictions_to_coco_results(predictions)
+    before = copy.deepcopy(results)
+    assert gc.isenabled()
+    out = coco_metrics(coco_gt, results, CLASSES)  # bbox, then segm
+    assert list(out) == ["bbox", "segm"] and results == before and gc.isenabled()
+    gc.disable()
+    try:
+        again = coco_metrics(coco_gt, results, CLASSES)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    for task in out:
+        _assert_same(again[task], out[task])
