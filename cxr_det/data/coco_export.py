@@ -30,6 +30,7 @@ __all__ = [
     "export_class_names",
     "export_coco",
     "export_summary",
+    "ledger_summary",
 ]
 
 LOADERS = {"reflacx": load_reflacx, "vindr": load_vindr}
@@ -108,10 +109,34 @@ def export_coco(dataset: str, root: Optional[str], split: str, options: dict) ->
     return coco, records, class_names, skips
 
 
+def ledger_summary(skips: SkipLog) -> List[str]:
+    """Lines of the conversion's accounting: for each kind of input row (REFLACX metadata and
+    ellipse rows, VinDr annotation rows), the rows read, what became of them (in the output,
+    another split, a class not selected, ... or skipped and why), and their total, which
+    equals the rows read; a kind whose outcomes do not add up is flagged (a loader bug)."""
+    rows, unbalanced = [], skips.unbalanced()
+    for unit, outcome, n in skips.ledger_rows():
+        if outcome == "read":
+            if rows:
+                rows.append(("", "", ""))
+            rows.append((unit, "rows read", n))
+        else:
+            rows.append(("", outcome, n))
+    totals = {unit: sum(skips.outcomes[unit].values()) for unit in sorted(skips.rows_read)}
+    lines = [tabulate(rows, headers=["input", "outcome", "rows"], tablefmt="github")] if rows else []
+    for unit, total in totals.items():
+        if unit in unbalanced:
+            lines.append(f"{unit}: {skips.rows_read[unit]} read but {total} accounted for: THE TOTALS DO NOT ADD UP")
+        else:
+            lines.append(f"{unit}: {skips.rows_read[unit]} read = {total} accounted for")
+    return lines
+
+
 def export_summary(dataset: str, split: str, options: dict, coco: dict, records: Sequence[dict],
                    class_names: Sequence[str], skips: SkipLog, output: str) -> str:
     """The text ``tools/convert_to_coco.py`` prints: images, annotations per class (and per
-    certainty level for REFLACX, with the ``min_certainty`` rule), and the rows skipped and why."""
+    certainty level for REFLACX, with the ``min_certainty`` rule), the rows skipped and why,
+    and the accounting of every input row (:func:`ledger_summary`)."""
     per_class = Counter(a["category_id"] for a in coco["annotations"])
     empty = sum(1 for r in records if not r["annotations"])
     lines = [f"\n{dataset} {split} ({options['readers']}): {len(coco['images'])} images "
@@ -126,4 +151,7 @@ def export_summary(dataset: str, split: str, options: dict, coco: dict, records:
         lines += ["", tabulate(skips.as_rows(), headers=["skipped", "count"], tablefmt="github")]
     else:
         lines.append("\nnothing skipped")
+    ledger = ledger_summary(skips)
+    if ledger:
+        lines += ["", "where every input row went:"] + ledger
     return "\n".join(lines)

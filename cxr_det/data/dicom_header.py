@@ -115,6 +115,26 @@ def open_dicom(path, *, allow_no_file_meta=True, notes=None, name=None, **kwargs
     return ds
 
 
+def _tag(ds, keyword, path, name=None, notes=None):
+    """``ds.get(keyword)``, or None when the element's bytes cannot be decoded as its VR.
+
+    pydicom decodes an element when it is first read, so a file that opened fine can still
+    hold a ``Rows`` of 3 bytes for VR US, or a ``WindowCenter`` of ``"a\\b"`` for VR DS;
+    such a tag reads as missing, with a ``bad_tag`` note naming the file (``path``, or
+    ``name`` for a file in memory) and the tag.
+    """
+    try:
+        return ds.get(keyword)
+    except Exception as e:  # BytesLengthException, ValueError, struct.error, UnicodeDecodeError, ...
+        add_note(
+            notes,
+            "bad_tag",
+            f"{source_label(path, name)}: tag {keyword} cannot be decoded ({type(e).__name__}: {e}); read as missing",
+            logger,
+        )
+        return None
+
+
 def _first(value):
     """First item of a multi-valued DICOM element (or the value itself)."""
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
@@ -134,7 +154,7 @@ def _int_or_none(value):
     value = _first(value)
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an IS/DS of inf
         return None
 
 
@@ -164,36 +184,43 @@ def read_dicom_header(path, *, allow_no_file_meta=True, notes=None, name=None) -
     """Header fields of a DICOM without decoding its pixels.
 
     Returns ``rows``, ``columns``, ``photometric``, ``bits_stored``, ``pixel_spacing``
-    ((row, column) mm, from PixelSpacing, else ImagerPixelSpacing, else None),
+    ((row, column) mm, from PixelSpacing, else ImagerPixelSpacing, else None; positive),
     ``patient_age_years`` (float or None), ``patient_sex`` ("M"/"F"/"O" or None),
     ``window_center``/``window_width`` (first values or None), ``rescale_slope``/
     ``rescale_intercept`` (or None), and the raw strings ``patient_age_raw``,
-    ``patient_sex_raw``, ``transfer_syntax``. Raises :class:`DicomReadError`; a file
+    ``patient_sex_raw``, ``transfer_syntax``. A tag whose bytes cannot be decoded as its VR
+    reads as missing (None), with a ``bad_tag`` note. Raises :class:`DicomReadError`; a file
     without file meta is read as in :func:`read_dicom` (``allow_no_file_meta``, ``notes``).
     ``path`` may be the file's content in memory, named ``name`` (as in :func:`read_dicom`).
     """
     ds = open_dicom(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+
+    def tag(keyword):
+        return _tag(ds, keyword, path, name, notes)
+
+    spacing = tag("PixelSpacing") or tag("ImagerPixelSpacing")
     try:
-        spacing = tuple(float(v) for v in spacing) if spacing else None
-    except (TypeError, ValueError):
+        spacing = tuple(parse_number(v)[0] for v in spacing) if spacing else None
+    except TypeError:  # a single number, not a pair
         spacing = None
-    age_raw = ds.get("PatientAge")
-    sex_raw = ds.get("PatientSex")
+    if spacing is not None and (len(spacing) != 2 or not all(v is not None and v > 0 for v in spacing)):
+        spacing = None
+    age_raw = tag("PatientAge")
+    sex_raw = tag("PatientSex")
     meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = _tag(meta, "TransferSyntaxUID", path, name, notes) if meta is not None else None
     return {
-        "rows": _int_or_none(ds.get("Rows")),
-        "columns": _int_or_none(ds.get("Columns")),
-        "photometric": str(ds.get("PhotometricInterpretation", "")).strip() or None,
-        "bits_stored": _int_or_none(ds.get("BitsStored")),
+        "rows": _int_or_none(tag("Rows")),
+        "columns": _int_or_none(tag("Columns")),
+        "photometric": str(tag("PhotometricInterpretation") or "").strip() or None,
+        "bits_stored": _int_or_none(tag("BitsStored")),
         "pixel_spacing": spacing,
         "patient_age_years": parse_patient_age(age_raw),
         "patient_sex": _parse_sex(sex_raw),
-        "window_center": _float_or_none(ds.get("WindowCenter")),
-        "window_width": _float_or_none(ds.get("WindowWidth")),
-        "rescale_slope": _float_or_none(ds.get("RescaleSlope")),
-        "rescale_intercept": _float_or_none(ds.get("RescaleIntercept")),
+        "window_center": _float_or_none(tag("WindowCenter")),
+        "window_width": _float_or_none(tag("WindowWidth")),
+        "rescale_slope": _float_or_none(tag("RescaleSlope")),
+        "rescale_intercept": _float_or_none(tag("RescaleIntercept")),
         "patient_age_raw": None if age_raw is None else str(age_raw),
         "patient_sex_raw": None if sex_raw is None else str(sex_raw),
         "transfer_syntax": None if syntax is None else str(syntax),
@@ -203,11 +230,12 @@ def read_dicom_header(path, *, allow_no_file_meta=True, notes=None, name=None) -
 def dicom_size(path, *, allow_no_file_meta=True, notes=None, name=None):
     """``(height, width)`` of a DICOM image from its Rows/Columns tags (pixels not read).
 
-    Raises :class:`DicomReadError`; files without file meta, and files in memory (``name``),
-    as in :func:`read_dicom`.
+    Raises :class:`DicomReadError` (naming the file and the tags) when Rows or Columns is
+    missing, undecodable or not a positive integer; files without file meta, and files in
+    memory (``name``), as in :func:`read_dicom`.
     """
     ds = open_dicom(path, stop_before_pixels=True, allow_no_file_meta=allow_no_file_meta, notes=notes, name=name)
-    rows, cols = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
-    if not rows or not cols:
+    rows, cols = _int_or_none(_tag(ds, "Rows", path, name, notes)), _int_or_none(_tag(ds, "Columns", path, name, notes))
+    if not rows or not cols or rows < 0 or cols < 0:
         raise DicomReadError(f"{source_label(path, name)}: Rows/Columns tags missing or invalid ({rows!r}, {cols!r})")
     return rows, cols

@@ -29,6 +29,7 @@ from cxr_det.data.datasets.common import (
     table_exists,
 )
 from cxr_det.data.dicom import DicomReadError, read_dicom_header
+from cxr_det.data.values import whole_numbers
 from cxr_det.formats.mimic_cxr_format import MIMIC_CXR_JPG_DIR, MIMIC_CXR_METADATA
 from cxr_det.formats.mimic_iv_ed_format import EDSTAYS, PATIENTS_PATHS, TRIAGE, TRIAGE_FIELDS
 from cxr_det.formats.reflacx_format import REFLACX_MAIN_DIR, REFLACX_METADATA, REFLACX_PHASES
@@ -66,20 +67,23 @@ def _read(path, required, optional=()):
 
 
 def _raw_values(series: pd.Series) -> pd.Series:
-    """Numeric cells as floats, other text kept as the stripped string, blanks NaN."""
+    """Numeric cells as numbers, other text kept as the stripped string, blanks NaN."""
     text = series.str.strip()
     numbers = pd.to_numeric(text, errors="coerce")
-    out = numbers.astype(object)
     keep_text = numbers.isna() & text.notna() & (text != "")
-    out[keep_text] = text[keep_text]
-    return out
+    return numbers.astype(object).where(~keep_text, text)
 
 
 def _ids(series: pd.Series) -> pd.Series:
-    """Integer ids (nullable) from text cells such as ``"10000032"`` or ``"10000032.0"``."""
-    numbers = pd.to_numeric(series, errors="coerce")
-    whole = numbers.notna() & (numbers == numbers.round())
-    return numbers.where(whole).astype("Int64")
+    """Integer ids (nullable) from text cells such as ``"10000032"`` or ``"10000032.0"``;
+    NA for a blank, text, a fraction, inf, or a number too large to be an id
+    (:func:`~cxr_det.data.values.whole_numbers`)."""
+    return whole_numbers(series)
+
+
+# StudyDate range whose times pandas' nanosecond timestamps hold (1677-09-22 .. 2262-04-11);
+# MIMIC's shifted dates lie in 2100 .. 2200. Outside it a date is invalid (NaT).
+_FIRST_DATE, _LAST_DATE = 16780101, 22611231
 
 
 def _acquisition_times(date, time) -> pd.Series:
@@ -88,7 +92,9 @@ def _acquisition_times(date, time) -> pd.Series:
     ``StudyTime`` loses its leading zeros as a float (``52312.5`` is 05:23:12.5). Invalid
     or missing parts give NaT.
     """
-    days = pd.to_datetime(_ids(date).astype(str), format="%Y%m%d", errors="coerce")
+    date = _ids(date)
+    date = date.where(((date >= _FIRST_DATE) & (date <= _LAST_DATE)).fillna(False))
+    days = pd.to_datetime(date.astype(str), format="%Y%m%d", errors="coerce")
     t = pd.to_numeric(time, errors="coerce")
     hours, minutes, seconds = t // 10000, (t // 100) % 100, t % 100
     valid = (t >= 0) & (hours < 24) & (minutes < 60) & (seconds < 60)
@@ -131,11 +137,20 @@ def _match_stays(images: pd.DataFrame, stays: pd.DataFrame, window: pd.Timedelta
     return out
 
 
+def _stay_times(text: pd.Series) -> pd.Series:
+    """ISO 8601 times of an ED stay; NaT when invalid or outside the nanosecond timestamp
+    range (1677-09-22 .. 2262-04-11) that the acquisition times are computed in."""
+    times = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    return times.where((times >= pd.Timestamp.min) & (times <= pd.Timestamp.max))
+
+
 def _clean_stays(stays: pd.DataFrame, path: Path, skips: SkipLog) -> pd.DataFrame:
+    """ED stays with integer ids and times; a stay without valid ids or intime is a counted
+    skip, one without a valid outtime (or leaving before it arrived) lasts an instant."""
     stays = stays.copy()
     stays["subject_id"], stays["stay_id"] = _ids(stays["subject_id"]), _ids(stays["stay_id"])
-    stays["intime"] = pd.to_datetime(stays["intime"], errors="coerce", format="ISO8601")
-    stays["outtime"] = pd.to_datetime(stays["outtime"], errors="coerce", format="ISO8601")
+    stays["intime"] = _stay_times(stays["intime"])
+    stays["outtime"] = _stay_times(stays["outtime"])
     bad = stays["subject_id"].isna() | stays["stay_id"].isna() | stays["intime"].isna()
     for stay in stays.loc[bad, "stay_id"]:
         skips.skip("ED stay without a valid subject_id/stay_id/intime (ignored)", f"stay_id {stay}")
@@ -303,10 +318,16 @@ def load_clinical_csv(path, key="dicom_id") -> dict:
     blank = keys.isna() | (keys == "")
     if blank.any():
         logger.warning("%s: %d row(s) with a blank %r skipped", path, int(blank.sum()), key)
+    lines = np.arange(len(frame))[~blank.to_numpy()] + 2
     frame, keys = frame[~blank], keys[~blank]
-    dupes = keys[keys.duplicated()].unique()
-    if len(dupes):
-        raise DatasetFormatError(f"{path}: duplicate {key} value(s) {list(dupes[:5])} (one row per image expected)")
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = keys[repeated].iloc[0]
+        where = (lines[(keys == first).to_numpy()]).tolist()[:5]
+        raise DatasetFormatError(
+            f"{path}: duplicate {key} value {first!r} on lines {where} ({int(keys.duplicated().sum())} repeated "
+            f"value(s) in column {key!r}; one row per image expected)"
+        )
     columns = [c for c in frame.columns if c != key]
     values = {c: _raw_values(frame[c]).tolist() for c in columns}
     table = {}

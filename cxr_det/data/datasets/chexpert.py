@@ -51,6 +51,7 @@ from cxr_det.formats.chexpert_format import (
 )
 
 __all__ = [
+    "TABLE_ROW",
     "CHEXPERT_SPLITS",
     "chexpert_dir",
     "is_val_patient",
@@ -62,6 +63,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The kind of input row in the conversion ledger (SkipLog.read/account/skip(unit=...)).
+TABLE_ROW = "table row (image)"
 # train / val: the patient-level split of train.csv; valid: the official valid.csv; all: every row.
 CHEXPERT_SPLITS = ("train", "val", "valid", "all")
 _OPTIONS = ("labels", "uncertainty", "views", "max_studies_per_patient", "val_fraction", "seed", "check_files")
@@ -172,19 +175,33 @@ def _clinical(frame, source):
     return ages, sexes
 
 
+# Study numbers above this are not CheXpert's (a few dozen per patient); they would not fit int64.
+_MAX_STUDY = 10**9
+
+
 def _read_table(path, names, uncertainty, skips):
-    """One CheXpert table as (frame of kept rows with parsed Path parts, targets, weights)."""
+    """One CheXpert table as (frame of kept rows with parsed Path parts, targets, weights).
+
+    Every row is declared in the ledger of ``skips`` (a :data:`TABLE_ROW`); a row whose
+    ``Path`` is not in the CheXpert layout is a counted skip. The parsed parts are the
+    columns ``patient``, ``study`` (int) and ``orientation`` (replacing any such columns of
+    the file, which CheXpert does not have).
+    """
     frame = read_csv(path, required_columns=CHEXPERT_META_COLUMNS, dtype={"Path": str, "Sex": str, "Frontal/Lateral": str, "AP/PA": str})
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise DatasetFormatError(f"{path}: missing label column(s) {missing}; columns present: {list(frame.columns)}")
+    skips.read(TABLE_ROW, len(frame))
     lines = np.arange(len(frame)) + 2
     targets, weights = observation_arrays(frame, names, uncertainty, source=str(path), line_numbers=lines)
     parts = frame["Path"].astype("string").str.strip().str.extract(CHEXPERT_PATH_PATTERN)
-    ok = parts["patient"].notna().to_numpy()
+    # \d also matches non-ASCII digits; a study number is read only when it is ASCII and sane.
+    study = pd.to_numeric(parts["study"].where(parts["study"].str.isascii().fillna(False)), errors="coerce")
+    ok = (parts["patient"].notna() & study.notna() & (study <= _MAX_STUDY)).to_numpy(dtype=bool)
     for i in np.flatnonzero(~ok):
-        skips.skip("Path not in the CheXpert layout", f"{path.name} line {lines[i]}: {frame['Path'].iloc[i]!r}")
-    frame = pd.concat([frame, parts[["patient", "study", "orientation"]]], axis=1)
+        skips.skip("Path not in the CheXpert layout", f"{path.name} line {lines[i]}: {frame['Path'].iloc[i]!r}", unit=TABLE_ROW)
+    frame = frame.drop(columns=["patient", "study", "orientation"], errors="ignore")
+    frame = frame.assign(patient=parts["patient"], study=study.fillna(0).astype(np.int64), orientation=parts["orientation"])
     return frame[ok].reset_index(drop=True), targets[ok], weights[ok]
 
 
@@ -217,7 +234,10 @@ def load_chexpert(
         val_fraction: fraction in [0, 1] of train.csv's patients that form ``val``.
         seed: salt of the patient hash (another seed, another split).
         check_files: count rows whose image file is missing as skips (one stat per row).
-        skip_log: a :class:`SkipLog` to add skips to (default: a new one, reported once).
+        skip_log: a :class:`SkipLog` to add skips to (default: a new one, reported once); its
+            ledger gets the outcome of every table row (:data:`TABLE_ROW`: image in the output,
+            view not selected, study beyond ``max_studies_per_patient``, another split, or a
+            skip).
 
     Raises:
         DatasetFormatError: no release folder, a table or column missing, a label cell not
@@ -239,16 +259,15 @@ def load_chexpert(
         frame, targets, weights = _read_table(folder / CHEXPERT_TRAIN_CSV, names, policy, skips)
         val = is_val_patient(frame["patient"], val_fraction, seed)
         side = np.where(val, "val", "train")
-        keep = view_mask(frame["Frontal/Lateral"], frame["AP/PA"], views)
-        keep &= _first_studies_of(frame, keep, max_studies_per_patient)
+        keep = _selected(frame, views, max_studies_per_patient, skips)
         t_mask, v_mask = keep & ~val, keep & val
         warn_prevalence_gaps(f"CheXpert ({folder.name}, views {views})", (targets[t_mask], weights[t_mask]), (targets[v_mask], weights[v_mask]), names)
         wanted = keep if split == "all" else keep & (side == split)
+        skips.account(TABLE_ROW, "image of another split", int((keep & ~wanted).sum()))
         parts.append((frame[wanted], targets[wanted], weights[wanted], side[wanted], folder / CHEXPERT_TRAIN_CSV))
     if split in ("valid", "all"):
         frame, targets, weights = _read_table(folder / CHEXPERT_VALID_CSV, names, policy, skips)
-        keep = view_mask(frame["Frontal/Lateral"], frame["AP/PA"], views)
-        keep &= _first_studies_of(frame, keep, max_studies_per_patient)
+        keep = _selected(frame, views, max_studies_per_patient, skips)
         parts.append((frame[keep], targets[keep], weights[keep], np.full(int(keep.sum()), "valid"), folder / CHEXPERT_VALID_CSV))
 
     records = []
@@ -259,7 +278,8 @@ def load_chexpert(
         if check_files and len(files) and not exists.any():
             raise DatasetFormatError(f"{source}: none of the {len(files)} selected images exists under {base} (e.g. {files[0]})")
         for f in np.asarray(files, dtype=object)[~exists]:
-            skips.skip("image file missing", f)
+            skips.skip("image file missing", f, unit=TABLE_ROW)
+        skips.account(TABLE_ROW, "image in the output", int(exists.sum()))
         ages, sexes = _clinical(frame, source)
         appa = frame["AP/PA"].astype("string").str.strip()
         appa = [None if pd.isna(v) or v == "" else str(v) for v in appa.to_numpy(dtype=object)]
@@ -276,6 +296,16 @@ def load_chexpert(
     skips.report(logger)
     logger.info("CheXpert (%s, split %s, views %s): %d images, labels %s", folder.name, split, views, len(records), names)
     return records
+
+
+def _selected(frame, views, max_studies_per_patient, skips):
+    """Rows the view filter and ``max_studies_per_patient`` keep (boolean array); the others
+    are accounted for in the ledger of ``skips``."""
+    view = view_mask(frame["Frontal/Lateral"], frame["AP/PA"], views)
+    keep = view & _first_studies_of(frame, view, max_studies_per_patient)
+    skips.account(TABLE_ROW, f"view not selected (views={views!r})", int((~view).sum()))
+    skips.account(TABLE_ROW, "study beyond max_studies_per_patient", int((view & ~keep).sum()))
+    return keep
 
 
 def _first_studies_of(frame, keep, n):

@@ -1,9 +1,11 @@
 """Helpers shared by the dataset registrars: dataset root, table paths and CSV reading, class sets, skips."""
+import csv
 import gzip
 import io
 import logging
 import math
 import os
+import warnings
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -86,16 +88,65 @@ def open_table_text(path, encoding="utf-8-sig"):
     return open(path, newline="", encoding=encoding)
 
 
+def first_undecodable_line(path, encoding="utf-8-sig"):
+    """The number (1-based) of the first line of a (possibly gzipped) table that is not text
+    in ``encoding``, or None (also when the file cannot be read)."""
+    try:
+        opener = gzip.open if Path(path).name.endswith(GZIP_SUFFIX) else open
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8" if number > 1 else encoding)
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
+def _first_long_line(path):
+    """``(line number, fields, header fields)`` of the first row of a table holding a
+    non-empty field beyond the header's, or None."""
+    try:
+        with open_table_text(path) as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
+                    return reader.line_num, len(row), len(header)
+    except (csv.Error, UnicodeDecodeError, *_GZIP_ERRORS):
+        return None
+    return None
+
+
 def read_csv(path, required_columns=(), **kwargs) -> pd.DataFrame:
     """Read a CSV, plain or gzipped (see :func:`find_table`), as a DataFrame.
 
     Fails with :class:`DatasetFormatError` naming the file when it is missing (both names
-    looked for), cannot be parsed or decompressed, or lacks a column of ``required_columns``.
+    looked for), cannot be parsed or decompressed, has a row with more (non-empty) fields
+    than its header (naming the line), or lacks a column of ``required_columns``.
+
+    The first column is never taken as the index (``index_col=False`` unless given): pandas
+    would otherwise make it the index when the first data row has one field more than the
+    header, shifting every column by one (image ids read as reader ids) without a word; a
+    trailing empty field (``a,b,c,``) is still read as no field.
     """
     path = find_table(path)
+    kwargs.setdefault("index_col", False)
     try:
-        frame = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        with warnings.catch_warnings():
+            # pandas warns, and drops the extra fields, when a row is longer than the header.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, **kwargs)
+    except pd.errors.ParserWarning as e:
+        long = _first_long_line(path)
+        where = f"line {long[0]} has {long[1]} fields, the header {long[2]}" if long else "a row is longer than the header"
+        raise DatasetFormatError(f"{path}: cannot be parsed as CSV: {where} ({e})") from e
+    except UnicodeDecodeError as e:
+        line = first_undecodable_line(path)
+        where = f"line {line} is not UTF-8 text" if line else "not UTF-8 text"
+        raise DatasetFormatError(f"{path}: cannot be parsed as CSV: {where} ({e})") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DatasetFormatError(f"{path}: cannot be parsed as CSV ({e})") from e
     except _GZIP_ERRORS as e:
         if not path.name.endswith(GZIP_SUFFIX):
@@ -123,22 +174,49 @@ def resolve_classes(requested, available, dataset):
 
 
 class SkipLog:
-    """Counts rows or records skipped while loading a dataset, by reason, and reports them once.
+    """Counts rows or records skipped while loading a dataset, by reason, and reports them once;
+    and keeps the ledger of where every input row went.
 
     ``skip(reason, where)`` records one skip; ``report()`` logs one warning listing each
     reason with its count and the first few places it happened.
+
+    The ledger makes a conversion's accounting checkable: a loader declares the rows it reads
+    of each kind (``read(unit, rows)``, e.g. ``"annotation row"``) and the outcome of every
+    one of them: an output or another outcome that is not a fault (``account(unit, outcome,
+    rows)``, e.g. "box in the output", "No finding row", "image of another split"), or a
+    counted skip (``skip(reason, where, unit=unit, rows=rows)``; ``rows`` lets one skipped item,
+    such as an image without its file, stand for all its rows). :meth:`unbalanced` lists the
+    kinds whose outcomes do not add up to the rows read (none, for a correct loader);
+    :meth:`ledger_rows` is the table a conversion summary prints. Skips without ``unit`` are
+    counted as before and stay outside the ledger.
     """
+
+    SKIPPED = "skipped: "
 
     def __init__(self, dataset: str, examples: int = 3):
         self.dataset = dataset
         self.examples = examples
         self.counts = Counter()
         self.where = defaultdict(list)
+        self.rows_read = Counter()
+        self.outcomes = defaultdict(Counter)
 
-    def skip(self, reason: str, where: str = "") -> None:
+    def skip(self, reason: str, where: str = "", *, unit: str = None, rows: int = 1) -> None:
         self.counts[reason] += 1
         if where and len(self.where[reason]) < self.examples:
             self.where[reason].append(where)
+        if unit is not None:
+            self.outcomes[unit][self.SKIPPED + reason] += int(rows)
+
+    def read(self, unit: str, rows: int) -> None:
+        """Declare ``rows`` input rows of kind ``unit`` read (each must get one outcome)."""
+        self.rows_read[unit] += int(rows)
+        self.outcomes[unit]  # noqa: B018  (a kind read with no outcome yet is listed)
+
+    def account(self, unit: str, outcome: str, rows: int = 1) -> None:
+        """Record that ``rows`` input rows of kind ``unit`` ended in ``outcome`` (not a skip)."""
+        if rows:
+            self.outcomes[unit][outcome] += int(rows)
 
     def __len__(self):
         return sum(self.counts.values())
@@ -146,6 +224,37 @@ class SkipLog:
     def as_rows(self):
         """[(reason, count)] sorted by count, for summary tables."""
         return self.counts.most_common()
+
+    def unbalanced(self) -> dict:
+        """``{unit: (rows read, rows with an outcome)}`` for the kinds where the two differ."""
+        out = {}
+        for unit in sorted(set(self.rows_read) | set(self.outcomes)):
+            accounted = sum(self.outcomes[unit].values())
+            if accounted != self.rows_read[unit]:
+                out[unit] = (self.rows_read[unit], accounted)
+        return out
+
+    def ledger_rows(self):
+        """``[(unit, outcome, rows)]``: per kind of row, a ``"read"`` line, then each outcome
+        (outputs and other outcomes first, by count, then ``"skipped: <reason>"`` lines)."""
+        rows = []
+        for unit in sorted(set(self.rows_read) | set(self.outcomes)):
+            rows.append((unit, "read", self.rows_read[unit]))
+            outcomes = self.outcomes[unit].most_common()
+            rows += [(unit, o, n) for o, n in outcomes if not o.startswith(self.SKIPPED)]
+            rows += [(unit, o, n) for o, n in outcomes if o.startswith(self.SKIPPED)]
+        return rows
+
+    def ledger_table(self) -> str:
+        """:meth:`ledger_rows` as text, each kind ending with its total of outcomes."""
+        lines = []
+        for unit, outcome, n in self.ledger_rows():
+            if outcome == "read":
+                total = sum(self.outcomes[unit].values())
+                lines.append(f"{unit}: {n} read, {total} accounted for")
+            else:
+                lines.append(f"  {n:>8}  {outcome}")
+        return "\n".join(lines)
 
     def report(self, log=None) -> None:
         if not self.counts:

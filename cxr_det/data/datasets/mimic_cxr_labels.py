@@ -34,6 +34,7 @@ from cxr_det.data.datasets.observation_labels import (
     resolve_uncertainty,
     warn_prevalence_gaps,
 )
+from cxr_det.data.values import whole_numbers
 from cxr_det.formats import SPLIT_ALIASES, normalise_split
 from cxr_det.formats.mimic_cxr_format import (
     MIMIC_CXR_IMAGE_PATH,
@@ -75,10 +76,12 @@ def _label_table(folder, labeler, names, policy):
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise DatasetFormatError(f"{path}: missing label column(s) {missing}; columns present: {list(frame.columns)}")
-    study = pd.to_numeric(frame["study_id"], errors="coerce")
+    study = whole_numbers(frame["study_id"])
     if study.isna().any():
         line = int(np.flatnonzero(study.isna().to_numpy())[0]) + 2
-        raise DatasetFormatError(f"{path}: line {line}, column 'study_id': {frame['study_id'].iloc[line - 2]!r} is not a number")
+        raise DatasetFormatError(
+            f"{path}: line {line}, column 'study_id': {frame['study_id'].iloc[line - 2]!r} is not a number (a whole one)"
+        )
     dup = study.duplicated(keep=False).to_numpy()
     if dup.any():
         lines = (np.flatnonzero(dup)[:4] + 2).tolist()
@@ -113,12 +116,14 @@ def load_mimic_cxr_labels(
         check_files: count images whose JPG is missing as skips.
         skip_log: a :class:`SkipLog` to add skips to.
 
-    Counted skips: a split value other than train/validate/test, a study without a label
-    row, an image missing from the metadata table (unless ``views="all"``), a missing JPG.
+    Counted skips: a split value other than train/validate/test, a split-table row whose
+    subject_id or study_id is not a whole number, a study without a label row, an image
+    missing from the metadata table (unless ``views="all"``), a missing JPG.
 
     Raises:
-        DatasetFormatError: a table or column missing, a label cell not 1/0/-1/blank (file,
-            line, column named), a study twice in the label table, or none of the selected
+        DatasetFormatError: a table or column missing, a label cell not 1/0/-1/blank or a
+            study_id that is not a whole number (file, line, column named), a study twice in
+            the label table, or none of the selected
             images found.
         ValueError: unknown split, labeler, label, policy or view.
     """
@@ -139,7 +144,10 @@ def load_mimic_cxr_labels(
         skips.skip("split value not train/validate/test", f"line {i + 2}: {images['split'].iloc[i]!r}")
     for _ in np.flatnonzero(~known)[3:]:
         skips.skip("split value not train/validate/test")
-    images = images.assign(part=part)[known].reset_index(drop=True)
+    ids_ok = (whole_numbers(images["subject_id"]).notna() & whole_numbers(images["study_id"]).notna()).to_numpy()
+    for i in np.flatnonzero(known & ~ids_ok):
+        skips.skip(f"subject_id or study_id not a whole number in {MIMIC_CXR_SPLIT}", f"line {i + 2}")
+    images = images.assign(part=part)[known & ids_ok].reset_index(drop=True)
 
     meta = read_csv(folder / MIMIC_CXR_METADATA, required_columns=("dicom_id", "ViewPosition"), dtype={"dicom_id": str, "ViewPosition": str})
     keep_cols = ["dicom_id", "ViewPosition"] + [c for c in ("StudyDate", "StudyTime") if c in meta.columns]
@@ -176,8 +184,8 @@ def load_mimic_cxr_labels(
         keep &= sides == split
     sel = images[keep]
     rows = rows[keep].astype(int)
-    subjects = sel["subject_id"].astype(np.int64).to_numpy()
-    studies = sel["study_id"].astype(np.int64).to_numpy()
+    subjects = whole_numbers(sel["subject_id"]).astype(np.int64).to_numpy()
+    studies = whole_numbers(sel["study_id"]).astype(np.int64).to_numpy()
     files = [
         os.path.join(folder, MIMIC_CXR_IMAGE_PATH.format(subject_group=str(s)[:2], subject_id=s, study_id=t, dicom_id=d, suffix=".jpg"))
         for s, t, d in zip(subjects, studies, sel["dicom_id"])

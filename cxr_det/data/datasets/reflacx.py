@@ -21,7 +21,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from cxr_det.data.datasets.common import DatasetFormatError, SkipLog, dataset_root, find_table, resolve_classes, table_exists
-from cxr_det.data.datasets.reflacx_readings import Instance, ellipse_geometry, label_targets, read_ellipses, read_metadata
+from cxr_det.data.datasets.reflacx_readings import (
+    ELLIPSE_ROW,
+    METADATA_ROW,
+    Instance,
+    ellipse_geometry,
+    label_targets,
+    read_ellipses,
+    read_metadata,
+)
 from cxr_det.formats import normalise_split, resolve_reader_mode
 from cxr_det.formats.mimic_cxr_format import MIMIC_CXR_IMAGE_DIRS, MIMIC_CXR_IMAGE_SUFFIXES, MIMIC_CXR_JPG_DIR
 from cxr_det.formats.reflacx_format import (
@@ -183,7 +191,11 @@ def load_reflacx(
             label as present from 3 ("Possibly") on. Dropped ellipses are counted.
         drop_discarded_eye_tracking: drop readings whose eye-tracking data was discarded.
         image_source: ``jpg``, ``dicom`` or ``auto`` (JPG if ``mimic-cxr-jpg/`` exists).
-        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table).
+        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table);
+            its ledger gets the outcome of every metadata row (:data:`METADATA_ROW`: reading in
+            the output, another split, discarded eye tracking, or a skip) and every ellipse row
+            read (:data:`ELLIPSE_ROW`: ellipse in the output, no selected label, below
+            ``min_certainty``, of a record without image, or a skip).
         log_certainty: log the annotations per certainty (:func:`certainty_summary`) at
             INFO; a dataset registered by :func:`register_reflacx` logs it on its first load.
 
@@ -206,9 +218,12 @@ def load_reflacx(
     skips = skip_log if skip_log is not None else SkipLog("reflacx")
     counters = {"clipped": 0, "dropped_discarded": 0, "below_min_certainty": 0}
     readings = read_metadata(main_dir, skips)
-    readings = [r for r in readings if split == "all" or r["split"] == split]
+    in_split = [r for r in readings if split == "all" or r["split"] == split]
+    skips.account(METADATA_ROW, "reading of another split", len(readings) - len(in_split))
+    readings = in_split
     if drop_discarded_eye_tracking:
         counters["dropped_discarded"] = sum(r["discarded"] for r in readings)
+        skips.account(METADATA_ROW, "eye-tracking data discarded (dropped)", counters["dropped_discarded"])
         readings = [r for r in readings if not r["discarded"]]
 
     targets_by_phase = {p: label_targets(p, class_index) for p in REFLACX_PHASES}
@@ -216,11 +231,11 @@ def load_reflacx(
         reading_dir = main_dir / r["id"]
         path = reading_dir / REFLACX_ELLIPSE_FILE
         if not reading_dir.is_dir():
-            skips.skip("reading folder missing (reading skipped)", str(reading_dir))
+            skips.skip("reading folder missing (reading skipped)", str(reading_dir), unit=METADATA_ROW)
             r["instances"] = None
             continue
         if not table_exists(path):
-            skips.skip(f"{REFLACX_ELLIPSE_FILE} missing (reading skipped)", str(path))
+            skips.skip(f"{REFLACX_ELLIPSE_FILE} missing (reading skipped)", str(path), unit=METADATA_ROW)
             r["instances"] = None
             continue
         try:
@@ -242,10 +257,14 @@ def load_reflacx(
         file_name = str(image_dir.joinpath(*first["relparts"]).with_suffix(suffix))
         if file_name not in exists_cache:
             exists_cache[file_name] = os.path.exists(file_name)
+        ellipse_rows = len({(r["id"], inst.line) for r in members for inst in r["instances"]})
         if not exists_cache[file_name]:
-            skips.skip("image file missing (record skipped)", file_name)
+            skips.skip("image file missing (record skipped)", file_name, unit=METADATA_ROW, rows=len(members))
+            skips.account(ELLIPSE_ROW, "of a record skipped (image file missing)", ellipse_rows)
             missing_images += 1
             continue
+        skips.account(METADATA_ROW, "reading in the output", len(members))
+        skips.account(ELLIPSE_ROW, "ellipse in the output", ellipse_rows)
         width, height = first["width"], first["height"]
         instances = [inst._replace(readers=(r["id"],)) for r in members for inst in r["instances"]]
         if readers == "mean_ellipse":

@@ -12,7 +12,15 @@ import logging
 import re
 from typing import NamedTuple
 
-from cxr_det.data.datasets.common import DatasetFormatError, clip_box, open_table_text, read_csv, table_exists
+from cxr_det.data.datasets.common import (
+    DatasetFormatError,
+    clip_box,
+    find_table,
+    first_undecodable_line,
+    open_table_text,
+    read_csv,
+    table_exists,
+)
 from cxr_det.data.ellipse import clip_polygon_to_image, ellipse_polygon
 from cxr_det.data.values import parse_number
 from cxr_det.formats import normalise_split
@@ -28,10 +36,22 @@ from cxr_det.formats.reflacx_format import (
     REFLACX_PHASES,
 )
 
-__all__ = ["Instance", "read_metadata", "label_targets", "read_ellipses", "ellipse_geometry"]
+__all__ = [
+    "METADATA_ROW",
+    "ELLIPSE_ROW",
+    "Instance",
+    "read_metadata",
+    "label_targets",
+    "read_ellipses",
+    "ellipse_geometry",
+]
 
 # The reader's logger: one logger for everything loading REFLACX says.
 logger = logging.getLogger("cxr_det.data.datasets.reflacx")
+
+# The kinds of input row in the conversion ledger (SkipLog.read/account/skip(unit=...)).
+METADATA_ROW = "metadata row (reading)"
+ELLIPSE_ROW = "ellipse row"
 
 _TRUE = {"true", "1", "1.0", "yes", "t"}
 _FALSE = {"false", "0", "0.0", "no", "f", ""}
@@ -89,7 +109,9 @@ def read_metadata(main_dir, skips):
     ``files`` folder on, as a list), ``dicom_id``, ``subject_id``, ``study_id`` (ints),
     ``width``, ``height`` (pixels). Rows with a blank or repeated id, an unknown split, a
     bad size, subject id or discarded flag, or an image path without
-    ``files/pNN/p<subject>/s<study>/`` are counted skips in ``skips``.
+    ``files/pNN/p<subject>/s<study>/`` are counted skips in ``skips``; every row read is
+    declared in its ledger as a :data:`METADATA_ROW` (the kept ones get their outcome from
+    the caller).
 
     Raises :class:`DatasetFormatError` if no phase's metadata exists under ``main_dir`` or a
     table lacks a column of ``REFLACX_METADATA_COLUMNS``.
@@ -103,14 +125,17 @@ def read_metadata(main_dir, skips):
             continue
         found = True
         frame = read_csv(path, REFLACX_METADATA_COLUMNS, dtype=str, keep_default_na=False)
-        for row_no, row in enumerate(frame[list(REFLACX_METADATA_COLUMNS)].itertuples(index=False), start=2):
+        skips.read(METADATA_ROW, len(frame))
+        # Cells a short (e.g. truncated) last row lacks are NaN even with keep_default_na=False.
+        cells = frame[list(REFLACX_METADATA_COLUMNS)].fillna("")
+        for row_no, row in enumerate(cells.itertuples(index=False), start=2):
             rid, split, discarded, image, dicom_id, subject_id, size_x, size_y = (str(v).strip() for v in row)
             where = f"{path.name} line {row_no} ({rid})"
             if not rid:
-                skips.skip("metadata row without a reading id", where)
+                skips.skip("metadata row without a reading id", where, unit=METADATA_ROW)
                 continue
             if rid in seen:
-                skips.skip("duplicate reading id in metadata", where)
+                skips.skip("duplicate reading id in metadata", where, unit=METADATA_ROW)
                 continue
             split_name = _metadata_split(split)
             width, height, subject = _parse_int(size_x), _parse_int(size_y), _parse_int(subject_id)
@@ -129,7 +154,7 @@ def read_metadata(main_dir, skips):
             elif relparts is None or study is None or not dicom_id:
                 problem = "image path without files/pNN/p<subject>/s<study>/ or no dicom_id"
             if problem:
-                skips.skip(f"metadata: {problem}", where)
+                skips.skip(f"metadata: {problem}", where, unit=METADATA_ROW)
                 continue
             seen.add(rid)
             readings.append(
@@ -174,7 +199,8 @@ class Instance(NamedTuple):
 
     ``ellipse_box`` is the drawn XYXY box (pixels, may extend past the image), ``box`` and
     ``polygon`` (flat list) the ellipse's extent and outline clipped to the image,
-    ``certainty`` 1..5, ``readers`` the ids of the readings it comes from.
+    ``certainty`` 1..5, ``readers`` the ids of the readings it comes from, ``line`` the line
+    of its row in the reading's ellipse CSV (0 for an ellipse merged from several).
     """
 
     category_id: int
@@ -183,6 +209,7 @@ class Instance(NamedTuple):
     polygon: list
     certainty: int
     readers: tuple = ()
+    line: int = 0
 
 
 def ellipse_geometry(box, width, height):
@@ -218,49 +245,73 @@ def read_ellipses(path, reading, label_targets, min_certainty, skips, counters):
     """Ellipses of one reading that carry a selected label, geometry checked and clipped.
 
     Returns one :class:`Instance` per selected label of each kept ellipse (two phase-1 labels
-    mapping to the same class count once); the ellipse's polygon is shared between them.
-    Ellipses below ``min_certainty`` are counted in ``counters["below_min_certainty"]``,
-    clipped ones in ``counters["clipped"]``; bad rows are counted skips. Raises
-    :class:`DatasetFormatError` when a column of ``REFLACX_ELLIPSE_COLUMNS`` is missing.
+    mapping to the same class count once); the ellipse's polygon is shared between them, and
+    ``line`` tells the rows apart. Ellipses below ``min_certainty`` are counted in
+    ``counters["below_min_certainty"]``, clipped ones in ``counters["clipped"]``; bad rows
+    are counted skips. Every non-blank row is declared in the ledger of ``skips`` as an
+    :data:`ELLIPSE_ROW`, and those not kept get their outcome here (the kept ones, the rows
+    of the returned instances, get theirs from the caller, who knows whether the record
+    survives).
+
+    Raises :class:`DatasetFormatError` naming the file (and the line) when a column of
+    ``REFLACX_ELLIPSE_COLUMNS`` is missing, or the file is not UTF-8 text or not CSV.
     """
     width, height = reading["width"], reading["height"]
+    out = []
     with open_table_text(path) as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        header = [h.strip() for h in header] if header else []
-        missing = [c for c in REFLACX_ELLIPSE_COLUMNS if c not in header]
-        if missing:
-            raise DatasetFormatError(f"{path}: missing column(s) {missing}; columns present: {header}")
-        coord_idx = [header.index(c) for c in REFLACX_ELLIPSE_COLUMNS]
-        label_cols = _label_columns(header, label_targets, path, skips)
-        out = []
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            cells = [row[i] if i < len(row) else "" for i in coord_idx]
-            values = [parse_number(c)[0] for c in cells]
-            if any(v is None for v in values):
-                skips.skip("ellipse with a non-numeric or NaN coordinate/certainty", f"{path}, line {reader.line_num}")
-                continue
-            x0, y0, x1, y1, certainty = values
-            where = f"{path}, line {reader.line_num}"
-            if not certainty.is_integer() or int(certainty) not in REFLACX_CERTAINTY_NAMES:
-                skips.skip(f"ellipse certainty not an integer 1..{max(REFLACX_CERTAINTY_NAMES)}", f"{where}: {certainty:g}")
-                continue
-            categories = sorted({cid for i, cid in label_cols if i < len(row) and _parse_bool(row[i])})
-            if not categories:
-                continue
-            if certainty < min_certainty:
-                counters["below_min_certainty"] += 1
-                continue
-            if x1 <= x0 or y1 <= y0:
-                skips.skip("degenerate ellipse (xmax <= xmin or ymax <= ymin)", where)
-                continue
-            geometry = ellipse_geometry([x0, y0, x1, y1], width, height)
-            if isinstance(geometry, str):
-                skips.skip(geometry, where)
-                continue
-            if geometry[0] != [x0, y0, x1, y1]:
-                counters["clipped"] += 1
-            out.extend(Instance(cid, [x0, y0, x1, y1], geometry[0], geometry[1], int(certainty)) for cid in categories)
+        try:
+            header = next(reader, None)
+            header = [h.strip() for h in header] if header else []
+            missing = [c for c in REFLACX_ELLIPSE_COLUMNS if c not in header]
+            if missing:
+                raise DatasetFormatError(f"{path}: missing column(s) {missing}; columns present: {header}")
+            coord_idx = [header.index(c) for c in REFLACX_ELLIPSE_COLUMNS]
+            label_cols = _label_columns(header, label_targets, path, skips)
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                skips.read(ELLIPSE_ROW, 1)
+                out.extend(_ellipse_row(row, reader.line_num, path, coord_idx, label_cols, width, height,
+                                        min_certainty, skips, counters))
+        except UnicodeDecodeError as e:
+            line = first_undecodable_line(find_table(path))
+            where = f"line {line} is not UTF-8 text" if line else "not UTF-8 text"
+            raise DatasetFormatError(f"{path}: cannot be parsed as CSV: {where} ({e})") from e
+        except csv.Error as e:
+            raise DatasetFormatError(f"{path}: cannot be parsed as CSV: line {reader.line_num} ({e})") from e
     return out
+
+
+def _ellipse_row(row, line, path, coord_idx, label_cols, width, height, min_certainty, skips, counters):
+    """The instances of one row of an ellipse CSV (see :func:`read_ellipses`); [] if none."""
+    where = f"{path}, line {line}"
+    cells = [row[i] if i < len(row) else "" for i in coord_idx]
+    values = [parse_number(c)[0] for c in cells]
+    if any(v is None for v in values):
+        skips.skip("ellipse with a non-numeric or NaN coordinate/certainty", where, unit=ELLIPSE_ROW)
+        return []
+    x0, y0, x1, y1, certainty = values
+    if not certainty.is_integer() or int(certainty) not in REFLACX_CERTAINTY_NAMES:
+        reason = f"ellipse certainty not an integer 1..{max(REFLACX_CERTAINTY_NAMES)}"
+        skips.skip(reason, f"{where}: {certainty:g}", unit=ELLIPSE_ROW)
+        return []
+    categories = sorted({cid for i, cid in label_cols if i < len(row) and _parse_bool(row[i])})
+    if not categories:
+        skips.account(ELLIPSE_ROW, "no selected label (not converted)")
+        return []
+    if certainty < min_certainty:
+        counters["below_min_certainty"] += 1
+        skips.account(ELLIPSE_ROW, "certainty below min_certainty (dropped)")
+        return []
+    if x1 <= x0 or y1 <= y0:
+        skips.skip("degenerate ellipse (xmax <= xmin or ymax <= ymin)", where, unit=ELLIPSE_ROW)
+        return []
+    geometry = ellipse_geometry([x0, y0, x1, y1], width, height)
+    if isinstance(geometry, str):
+        skips.skip(geometry, where, unit=ELLIPSE_ROW)
+        return []
+    if geometry[0] != [x0, y0, x1, y1]:
+        counters["clipped"] += 1
+    box, polygon = geometry
+    return [Instance(cid, [x0, y0, x1, y1], box, polygon, int(certainty), line=line) for cid in categories]

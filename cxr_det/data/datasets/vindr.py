@@ -30,9 +30,11 @@ from cxr_det.data.datasets.common import (
     SkipLog,
     box_problem,
     clip_box,
+    find_table,
     resolve_classes,
 )
 from cxr_det.data.datasets.vindr_annotations import (
+    ANNOTATION_ROW,
     annotation_sources,
     detect_layout,
     drop_duplicate_rows,
@@ -53,6 +55,7 @@ from cxr_det.data.datasets.vindr_cache import (
     resolve_cache_dir,
 )
 from cxr_det.data.dicom_header import DicomReadError, dicom_size
+from cxr_det.data.values import parse_number
 from cxr_det.formats import SPLITS, normalise_split, resolve_reader_mode
 from cxr_det.formats.vindr_format import (
     VINDR_CONSENSUS_READER,
@@ -85,6 +88,8 @@ VINDR_SPLITS = SPLITS
 CONSENSUS_READER = VINDR_CONSENSUS_READER
 # Header reads of at least this many images show a progress bar.
 _PROGRESS_MIN = 1000
+# The ledger outcome of a row that gives a box (weighted boxes fusion merges some of them).
+BOX_OUTCOMES = {False: "box in the output", True: "box in the output (merged by weighted boxes fusion)"}
 # The options register_vindr passes on to load_vindr.
 _OPTIONS = ("classes", "readers", "fuse_iou", "image_cache", "val_fraction")
 
@@ -113,12 +118,25 @@ def _dicom_sizes(paths):
     return [_safe_size(path) for path in progress]
 
 
-def _image_files(images, base: Path, cache_dir, skips: SkipLog):
+def _cache_sizes(row):
+    """``(height, width, original_height, original_width, scale)`` of a PNG cache row
+    (positive ints and a positive finite scale), or None when a value is not one."""
+    sizes = [parse_number(row.get(c))[0] for c in ("height", "width", "original_height", "original_width", "scale")]
+    if any(v is None or v <= 0 for v in sizes) or not all(v.is_integer() for v in sizes[:4]):
+        return None
+    return (*(int(v) for v in sizes[:4]), sizes[4])
+
+
+def _image_files(images, base: Path, cache_dir, skips: SkipLog, tables=None):
     """{(folder, image_id): (file_name, height, width, original_height, original_width, scale)}.
 
-    Images whose DICOM (or cached PNG) is missing or unreadable are counted as skips; a
-    folder where none of the annotated images is found raises :class:`DatasetFormatError`.
+    ``images``: ``{(folder, image_id): number of annotation rows}``; ``tables``: ``{folder:
+    the annotation table naming its images}``, for messages. Images whose DICOM (or cached
+    PNG) is missing or unreadable are counted as skips (their rows too, in the ledger); a
+    folder where none of the annotated images is found raises :class:`DatasetFormatError`
+    naming the folder and the table.
     """
+    tables = tables or {}
     found, by_folder = {}, defaultdict(list)
     for key in images:
         by_folder[key[0]].append(key)
@@ -129,19 +147,20 @@ def _image_files(images, base: Path, cache_dir, skips: SkipLog):
                 row = scales.get(key)
                 png = cache_dir / folder / f"{key[1]}.png"
                 if row is None or not png.is_file():
-                    skips.skip(f"image missing from the PNG cache {cache_dir} ({CACHE_HINT})", str(png))
+                    reason = f"image missing from the PNG cache {cache_dir} ({CACHE_HINT})"
+                    skips.skip(reason, str(png), unit=ANNOTATION_ROW, rows=images[key])
                     continue
-                found[key] = (
-                    str(png.resolve()),
-                    int(row["height"]),
-                    int(row["width"]),
-                    int(row["original_height"]),
-                    int(row["original_width"]),
-                    float(row["scale"]),
-                )
+                sizes = _cache_sizes(row)
+                if sizes is None:
+                    where = f"{cache_dir / 'scales.csv'}, image {key[1]}: {row}"
+                    skips.skip(f"PNG cache row with a size or scale that is not a positive number ({CACHE_HINT})", where,
+                               unit=ANNOTATION_ROW, rows=images[key])
+                    continue
+                found[key] = (str(png.resolve()), *sizes)
             if keys and not any(k in found for k in keys):
                 raise DatasetFormatError(
-                    f"{cache_dir / folder}: none of the {len(keys)} annotated images is in the PNG cache; {CACHE_HINT}"
+                    f"{cache_dir / folder}: none of the {len(keys)} images (image_id column of "
+                    f"{tables.get(folder, 'the annotations')}) is in the PNG cache; {CACHE_HINT}"
                 )
         return found
     for folder, keys in by_folder.items():
@@ -149,15 +168,15 @@ def _image_files(images, base: Path, cache_dir, skips: SkipLog):
         present = [key for key in keys if paths[key].is_file()]
         for key in keys:
             if key not in present:
-                skips.skip("DICOM file missing", str(paths[key]))
+                skips.skip("DICOM file missing", str(paths[key]), unit=ANNOTATION_ROW, rows=images[key])
         if keys and not present:
             raise DatasetFormatError(
-                f"{base / folder}: none of the {len(keys)} annotated images has its DICOM file "
-                f"(expected <image_id>{VINDR_DICOM_SUFFIX} files, e.g. {paths[keys[0]].name})"
+                f"{base / folder}: none of the {len(keys)} images (image_id column of {tables.get(folder, 'the annotations')}) "
+                f"has its DICOM file (expected <image_id>{VINDR_DICOM_SUFFIX} files, e.g. {paths[keys[0]].name})"
             )
         for key, size in zip(present, _dicom_sizes([paths[k] for k in present])):
             if isinstance(size, str):
-                skips.skip("unreadable DICOM", size)
+                skips.skip("unreadable DICOM", size, unit=ANNOTATION_ROW, rows=images[key])
                 continue
             height, width = size
             found[key] = (str(paths[key].resolve()), height, width, height, width, 1.0)
@@ -219,7 +238,10 @@ def load_vindr(
             working directory, or relative to ``<root>/vindr-cxr``); records then point at its
             PNGs, with boxes multiplied by the recorded scale. Empty: read the DICOMs.
         val_fraction: fraction of training images in ``val``.
-        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table).
+        skip_log: a :class:`SkipLog` to count skipped rows into (e.g. for a summary table);
+            its ledger gets the outcome of every annotation row read
+            (:data:`~.vindr_annotations.ANNOTATION_ROW`: box in the output, "No finding" row,
+            class not selected, another split or radiologist, or a skip).
 
     Returns records as in docs/CONTRACT.md, sorted by ``vindr_image_id`` (``image_id`` is
     the position in that order); each record's ``split`` is its own part (train/val/test).
@@ -247,17 +269,21 @@ def load_vindr(
     counters = defaultdict(int)
 
     # Raw rows of the requested split, grouped per image (key: (folder, image_id)).
-    images, part_of, present_readers = {}, {}, set()
+    images, part_of, present_readers, tables = {}, {}, set(), {}
     for csv_path, folder, has_val in annotation_sources(layout, base, split):
+        tables[folder] = find_table(csv_path)
         rows_by_image, orphans = read_rows(csv_path, layout, training_table=folder == "train")
+        skips.read(ANNOTATION_ROW, len(orphans) + sum(len(rows) for rows in rows_by_image.values()))
         for where in orphans:
-            skips.skip("row without image_id", where)
+            skips.skip("row without image_id", where, unit=ANNOTATION_ROW)
         for image_id, rows in rows_by_image.items():
             present_readers.update(r[1] for r in rows)
             part = ("val" if is_val_image(image_id, val_fraction) else "train") if has_val else "test"
             if split in ("all", part):
                 images[(folder, image_id)] = drop_duplicate_rows(rows, skips)
                 part_of[(folder, image_id)] = part
+            else:
+                skips.account(ANNOTATION_ROW, "row of an image of another split", len(rows))
 
     single = readers not in VINDR_READER_MODES
     if single:
@@ -268,11 +294,11 @@ def load_vindr(
             )
         not_read = [key for key, rows in images.items() if all(r[1] != readers for r in rows)]
         for key in not_read:
-            del images[key]
-        for key in not_read:
-            skips.skip(f"image not read by {readers} (readers={readers!r})", key[1])
+            skips.skip(f"image not read by {readers} (readers={readers!r})", key[1], unit=ANNOTATION_ROW,
+                       rows=len(images.pop(key)))
 
-    files = _image_files(sorted(images), base, resolve_cache_dir(image_cache, base) if image_cache else None, skips)
+    cache_dir = resolve_cache_dir(image_cache, base) if image_cache else None
+    files = _image_files({key: len(images[key]) for key in sorted(images)}, base, cache_dir, skips, tables)
 
     records = []
     for key in sorted(files, key=lambda k: (k[1], k[0])):
@@ -280,6 +306,7 @@ def load_vindr(
         rows = images[key]
         if single:
             rows = [r for r in rows if r[1] == readers]
+            skips.account(ANNOTATION_ROW, f"row of another radiologist (readers={readers!r})", len(images[key]) - len(rows))
         candidates = []
         for row in rows:
             result = row_box(row, layout, class_index, (orig_h, orig_w), skips, counters)
@@ -290,9 +317,10 @@ def load_vindr(
                 box = clip_box([v * scale for v in box], width, height)
                 problem = box_problem(box)
                 if problem:  # a sliver at the border of a downsized PNG
-                    skips.skip(f"{problem} after scaling to the PNG cache", f"{row[0]}: {box}")
+                    skips.skip(f"{problem} after scaling to the PNG cache", f"{row[0]}: {box}", unit=ANNOTATION_ROW)
                     continue
             candidates.append((row[1], category, box))
+        skips.account(ANNOTATION_ROW, BOX_OUTCOMES[readers == "weighted_boxes_fusion"], len(candidates))
         if readers == "weighted_boxes_fusion" and candidates:
             annotations = [_annotation(c, b, who) for c, b, who in weighted_boxes_fusion(candidates, fuse_iou)]
         else:

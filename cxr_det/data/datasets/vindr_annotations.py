@@ -38,6 +38,7 @@ from cxr_det.formats.vindr_format import (
 from cxr_det.utils.boxes import box_iou
 
 __all__ = [
+    "ANNOTATION_ROW",
     "vindr_dir",
     "annotation_files",
     "detect_layout",
@@ -48,6 +49,10 @@ __all__ = [
     "drop_duplicate_rows",
     "weighted_boxes_fusion",
 ]
+
+
+# The kind of input row in the conversion ledger (SkipLog.read/account/skip(unit=...)).
+ANNOTATION_ROW = "annotation row"
 
 
 def vindr_dir(root=None) -> Path:
@@ -102,8 +107,12 @@ def annotation_sources(layout: str, base: Path, split: str):
 
 
 def reader_sort_key(rad_id: str):
-    """Natural sort key of a radiologist's id: R2 before R10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", rad_id)]
+    """Natural sort key of a radiologist's id: R2 before R10.
+
+    The runs of decimal digits (the odd items of the split) compare as numbers, the rest as
+    text, so any two ids compare (text and number never meet at one position).
+    """
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", str(rad_id)))]
 
 
 def read_rows(csv_path: Path, layout: str, training_table: bool):
@@ -156,36 +165,41 @@ def row_box(row, layout, class_index, size, skips, counters):
     category id}), return None without a skip (the latter counted in ``counters``). Every
     other row that cannot give a box (unknown class, Kaggle class_id disagreeing with the
     name, missing or non-numeric box, x_max < x_min, zero area, entirely outside the image)
-    is counted in ``skips`` (a :class:`~cxr_det.data.datasets.common.SkipLog`).
+    is counted in ``skips`` (a :class:`~cxr_det.data.datasets.common.SkipLog`). Each row
+    that gives no box gets its outcome in the ledger of ``skips`` (an
+    :data:`ANNOTATION_ROW`); a box's outcome is the caller's.
     """
     where, _reader, name, class_id, x0, y0, x1, y1 = row
     if name == NO_FINDING:
         if layout == "kaggle" and class_id != VINDR_NO_FINDING_ID:
-            skips.skip("class_id disagrees with class_name", f"{where}: {name!r} with class_id {class_id}")
+            skips.skip("class_id disagrees with class_name", f"{where}: {name!r} with class_id {class_id}", unit=ANNOTATION_ROW)
+        else:
+            skips.account(ANNOTATION_ROW, "No finding row (no box)")
         return None
     if name not in VINDR_LOCAL_LABELS:
-        skips.skip("unknown class name", f"{where}: {name!r}")
+        skips.skip("unknown class name", f"{where}: {name!r}", unit=ANNOTATION_ROW)
         return None
     if layout == "kaggle":
         expected = VINDR_KAGGLE_CLASSES.index(name) if name in VINDR_KAGGLE_CLASSES else None
         if expected is None or class_id != expected:
-            skips.skip("class_id disagrees with class_name", f"{where}: {name!r} with class_id {class_id}")
+            skips.skip("class_id disagrees with class_name", f"{where}: {name!r} with class_id {class_id}", unit=ANNOTATION_ROW)
             return None
     if name not in class_index:
         counters["ignored (class not selected)"] += 1
+        skips.account(ANNOTATION_ROW, "class not selected (ignored)")
         return None
     box = [x0, y0, x1, y1]
     if any(np.isnan(box)):
-        skips.skip("lesion row without a numeric box", where)
+        skips.skip("lesion row without a numeric box", where, unit=ANNOTATION_ROW)
         return None
     problem = box_problem(box)
     if problem:
-        skips.skip(problem, f"{where}: {box}")
+        skips.skip(problem, f"{where}: {box}", unit=ANNOTATION_ROW)
         return None
     height, width = size
     clipped = clip_box(box, width, height)
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        skips.skip("box entirely outside the image", f"{where}: {box} in {width}x{height}")
+        skips.skip("box entirely outside the image", f"{where}: {box} in {width}x{height}", unit=ANNOTATION_ROW)
         return None
     if clipped != box:
         counters["clipped to the image"] += 1
@@ -203,7 +217,10 @@ def drop_duplicate_rows(rows, skips):
     for row in rows:
         key = tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row[1:])
         if key in seen:
-            skips.skip("exact duplicate row (same image, rad_id, class and box; dropped)", f"{row[0]} repeats {seen[key]}")
+            skips.skip(
+                "exact duplicate row (same image, rad_id, class and box; dropped)", f"{row[0]} repeats {seen[key]}",
+                unit=ANNOTATION_ROW,
+            )
             continue
         seen[key] = row[0]
         kept.append(row)

@@ -143,7 +143,8 @@ def _read_label_rows(path, labels, keys, skips):
     Rows without image_id, with a label cell that is not 0 or 1 (blank included), or
     repeating an (image, reader) pair are counted skips."""
     path = find_table(path)
-    frame = read_csv(path, dtype=str, keep_default_na=False)
+    # Cells a short (e.g. truncated) last row lacks are NaN even with keep_default_na=False.
+    frame = read_csv(path, dtype=str, keep_default_na=False).fillna("")
     columns = _column_map(frame, path, labels, keys)
     out = pd.DataFrame({"image_id": frame[columns["image_id"]].str.strip()})
     reader_key = keys[1] if len(keys) > 1 else None
@@ -159,7 +160,7 @@ def _read_label_rows(path, labels, keys, skips):
         for i, value in zip(lines[bad], frame.loc[bad, columns[label]]):
             skips.skip("label value not 0 or 1", f"{path.name} line {i} column {columns[label]!r}: {value!r}")
         keep &= ~bad
-        out[label] = values.fillna(0).astype(int)
+        out[label] = values.where(values.isin([0, 1]), 0).astype(int)  # the bad rows are dropped below
     out, lines = out[keep], lines[keep]
     repeated = out.duplicated(["image_id", "reader"], keep="first")
     for i in lines[repeated]:
@@ -171,7 +172,7 @@ def _read_kaggle_rows(path, skips):
     """Kaggle ``train.csv`` as per-(image, radiologist) "No finding" rows (1 when that
     radiologist wrote a ``class_id`` 14 row, else 0)."""
     path = find_table(path)
-    frame = read_csv(path, required_columns=("image_id", "rad_id", "class_id"), dtype=str, keep_default_na=False)
+    frame = read_csv(path, required_columns=("image_id", "rad_id", "class_id"), dtype=str, keep_default_na=False).fillna("")
     image_ids = frame["image_id"].str.strip()
     readers = frame["rad_id"].str.strip()
     class_ids = pd.to_numeric(frame["class_id"].str.strip(), errors="coerce")
@@ -300,6 +301,9 @@ def load_vindr_image_labels(
             header = read_dicom_header(path)
         except DicomReadError as e:
             skips.skip("unreadable DICOM header", str(e))
+            continue
+        if not header["rows"] or not header["columns"] or header["rows"] < 0 or header["columns"] < 0:
+            skips.skip("unreadable DICOM header", f"{path}: Rows/Columns missing or invalid")
             continue
         record = {
             "file_name": str(path.resolve()),
