@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import cxr_det  # noqa: F401  (detectron2 compatibility fixes before detectron2 is imported)
 from detectron2.engine import HookBase
 
@@ -125,20 +127,27 @@ def run_memory(settings, work: Path) -> Section:
     growth = (last["rss"] - first["rss"]) / first["rss"]
     total = lambda x: x["rss"] + x["workers_rss"]  # noqa: E731
     total_growth = (total(last) - total(first)) / total(first)
+    iterations = np.array([x["iteration"] for x in samples], dtype=np.float64)
+
+    def trend(values):  # least-squares slope, % of the first value per 1,000 iterations
+        if len(samples) < 3:
+            return float("nan")
+        return float(np.polyfit(iterations, np.asarray(values, dtype=np.float64), 1)[0]) * 1000 / values[0] * 100
+
     rows = [
         ["training process", first["rss"] * mib, last["rss"] * mib, peak * mib, 100 * growth,
-         "yes" if growth < RSS_GROWTH_LIMIT else "NO"],
+         trend([x["rss"] for x in samples]), "yes" if growth < RSS_GROWTH_LIMIT else "NO"],
         ["+ loader workers", total(first) * mib, total(last) * mib, max(total(x) for x in samples) * mib,
-         100 * total_growth, "yes" if total_growth < RSS_GROWTH_LIMIT else "NO"],
+         100 * total_growth, trend([total(x) for x in samples]), "yes" if total_growth < RSS_GROWTH_LIMIT else "NO"],
     ]
     headers = ["process", f"RSS MiB at iter {first['iteration'] + 1}", f"RSS MiB at iter {last['iteration'] + 1}",
-               "peak MiB", "growth %", f"< {100 * RSS_GROWTH_LIMIT:g}%"]
+               "peak MiB", "growth %", "trend % / 1,000 iter", f"growth < {100 * RSS_GROWTH_LIMIT:g}%"]
     times = [x["time"] for x in samples if x["time"] is not None]
     notes = [f"{DEMO_CONFIG}: {s['warmup']} warm-up + {s['iters']} measured iterations, input {s['size']} px "
              f"(MIN_SIZE_TRAIN/TEST), batch {s['batch']}, the config's loader worker, evaluation + validation loss "
              f"every {s['eval_period']} iterations, on synthetic REFLACX ({s['images']} images)",
              f"RSS {'from psutil' if _has_psutil() else 'from /proc/<pid>/statm'}, sampled every {SAMPLE_PERIOD} "
-             f"iterations; about {sorted(times)[len(times) // 2]:.3f} s per iteration" if times else ""]
+             f"iterations (trend: least-squares slope over the samples); about {sorted(times)[len(times) // 2]:.3f} s per iteration" if times else ""]
     return Section("memory", "Memory: RSS of a training run", headers, rows, [n for n in notes if n],
                    {"samples": samples, "growth": growth, "growth_with_workers": total_growth, "settings": s})
 
