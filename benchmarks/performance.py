@@ -86,6 +86,7 @@ def print_section(section: Section) -> None:
     print(f"\n### {section.title}\n")
     rows = [[format_value(v) for v in row] for row in section.rows]
     print(tabulate(rows, headers=section.headers, tablefmt="github", disable_numparse=True))
+    print()
     for note in section.notes:
         print(f"- {note}")
     print(flush=True)
