@@ -272,6 +272,7 @@ def run_prepare(settings, work: Path) -> Section:
             data[label] = _conversion_timing(linked, work / "prepare" / "png", workers, n)
         finally:
             cv2.setNumThreads(threads)
+    shutil.rmtree(work / "prepare", ignore_errors=True)  # only the timings are kept
     base = data[runs[1][0]]["steady_images_per_s"]
     for label, d in data.items():
         rate = d["steady_images_per_s"]
