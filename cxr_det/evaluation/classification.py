@@ -38,7 +38,6 @@ Bootstrap 95% confidence intervals of the per-label AUC and of mAUC resample ima
 (percentile intervals, :mod:`cxr_det.evaluation.bootstrap`).
 """
 import copy
-import itertools
 import json
 import logging
 import math
@@ -63,12 +62,12 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 
 from cxr_det.utils.atomic import atomic_write_json
 
 from .bootstrap import percentile_interval, resample_indices, resample_weights, weighted_auc
 from .classification_plots import write_classification_plots
+from .core import gather_predictions
 from .report import json_safe
 
 __all__ = [
@@ -832,13 +831,9 @@ class ClassificationEvaluator(DatasetEvaluator):
         return None, self._dataset_name
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:  # not the main process
+            return {}
         if not predictions:
             logger.warning("[ClassificationEvaluator] Did not receive valid predictions.")
             return {}

@@ -3,6 +3,7 @@
 protocol of the registry (:mod:`cxr_det.evaluation.protocols`) on the same ground truth
 and predictions, logs the tables and writes the result files.
 """
+import itertools
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -11,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from detectron2.structures import BoxMode
+from detectron2.utils import comm
 
 from cxr_det.data.datasets.common import SkipLog, box_problem
 
@@ -20,6 +22,7 @@ from .options import EvalOptions
 from .protocols import PROTOCOLS, ProtocolInputs
 
 __all__ = [
+    "gather_predictions",
     "NO_FINDING_SCORE_KEY",
     "EvalOptions",
     "InputReport",
@@ -89,6 +92,17 @@ class InputReport:
         if self.images_without_predictions:
             out.append(f"{self.images_without_predictions} images have no prediction entry (they predict nothing)")
         return out
+
+
+def gather_predictions(predictions: list, distributed: bool = True) -> Optional[list]:
+    """Every process's ``predictions`` (lists of per-image entries) concatenated in process 0,
+    as detectron2's COCOEvaluator gathers them; None in the other processes (they report
+    nothing). Without ``distributed``, ``predictions`` as they are."""
+    if not distributed:
+        return predictions
+    comm.synchronize()
+    gathered = comm.gather(predictions, dst=0)
+    return list(itertools.chain(*gathered)) if comm.is_main_process() else None
 
 
 def drop_bad_gt_boxes(gt_images: Sequence[dict], report: Optional[InputReport] = None):

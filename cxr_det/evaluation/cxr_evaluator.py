@@ -2,7 +2,6 @@
 configured by ``cfg.TEST.CXR_EVAL`` (:func:`cxr_det.config.add_cxr_eval_config`), with the
 dataset's ground truth cached per registration options."""
 import copy
-import itertools
 import logging
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
@@ -13,11 +12,10 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-from detectron2.utils import comm
 
 from .coco import records_to_coco
 from .coco_files import write_evaluation_inputs
-from .core import NO_FINDING_SCORE_KEY, EvalOptions, evaluate_detections
+from .core import NO_FINDING_SCORE_KEY, EvalOptions, evaluate_detections, gather_predictions
 
 __all__ = ["CXRDetectionEvaluator", "NO_FINDING_SCORE_KEY", "dataset_ground_truth", "clear_ground_truth_cache"]
 
@@ -129,13 +127,9 @@ class CXRDetectionEvaluator(DatasetEvaluator):
             self._predictions.append(pred)
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:  # not the main process
+            return {}
         if not predictions:
             logger.warning("[CXRDetectionEvaluator] Did not receive valid predictions.")
             return {}
